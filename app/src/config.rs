@@ -1,0 +1,168 @@
+//! Configuration from the environment, validated once at start so a bad value
+//! stops the process with one line naming the variable, never half-way through.
+use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub log_format: LogFormat,
+    /// How long the process keeps serving after SIGTERM with `/ready` at 503,
+    /// so balancers take it out before it stops accepting.
+    pub drain: Duration,
+    /// Upper bound for in-flight requests to finish once accepting stops.
+    pub shutdown_timeout: Duration,
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    /// `/debug/sleep/{ms}`: a slow endpoint that drain tests and load tests use.
+    pub debug_routes: bool,
+}
+
+/// One bad variable. Never carries a URL's value: those hold passwords.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub shown_value: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.shown_value {
+            Some(v) => write!(f, "{}={v}: {}", self.variable, self.problem),
+            None => write!(f, "{}: {}", self.variable, self.problem),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let value = |k: &str| get(k).filter(|v| !v.is_empty());
+        let port = match value("PORT") {
+            None => 8080,
+            Some(v) => match v.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(shown("PORT", &v, "not a port number (1-65535)")),
+                Ok(p) => p,
+            },
+        };
+        let bind = match value("BIND") {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(v) => IpAddr::from_str(&v)
+                .map_err(|_| shown("BIND", &v, "not an IP address (e.g. 0.0.0.0 or 127.0.0.1)"))?,
+        };
+        let log_format = match value("LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(v) => return Err(shown("LOG_FORMAT", v, "must be `json` or `pretty`")),
+        };
+        let drain = seconds(&value, "DRAIN_SECONDS", 5)?;
+        let shutdown_timeout = seconds(&value, "SHUTDOWN_TIMEOUT_SECONDS", 20)?;
+        let database_url = value("DATABASE_URL");
+        if let Some(url) = &database_url {
+            crate::deps::parse_postgres_url(url).map_err(|problem| hidden("DATABASE_URL", problem))?;
+        }
+        let redis_url = value("REDIS_URL");
+        if let Some(url) = &redis_url {
+            crate::deps::parse_redis_url(url).map_err(|problem| hidden("REDIS_URL", problem))?;
+        }
+        let debug_routes = match value("APP_DEBUG_ROUTES").as_deref() {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(v) => return Err(shown("APP_DEBUG_ROUTES", v, "must be `true` or `false`")),
+        };
+        Ok(Config {
+            bind,
+            port,
+            log_format,
+            drain,
+            shutdown_timeout,
+            database_url,
+            redis_url,
+            debug_routes,
+        })
+    }
+}
+
+fn seconds(
+    value: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match value(variable) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && (0.0..=3600.0).contains(s))
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| shown(variable, &v, "not a number of seconds between 0 and 3600")),
+    }
+}
+
+fn shown(variable: &'static str, value: &str, problem: &str) -> ConfigError {
+    ConfigError {
+        variable,
+        shown_value: Some(value.to_owned()),
+        problem: problem.to_owned(),
+    }
+}
+
+fn hidden(variable: &'static str, problem: String) -> ConfigError {
+    ConfigError {
+        variable,
+        shown_value: None,
+        problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.drain, Duration::from_secs(5));
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn bad_port_names_the_variable_and_value() {
+        let err = parse(&[("PORT", "abc")]).unwrap_err();
+        assert_eq!(err.to_string(), "PORT=abc: not a port number (1-65535)");
+        assert!(parse(&[("PORT", "0")]).is_err());
+        assert!(parse(&[("PORT", "70000")]).is_err());
+    }
+
+    #[test]
+    fn bad_durations_and_formats_are_rejected() {
+        assert_eq!(parse(&[("DRAIN_SECONDS", "-1")]).unwrap_err().variable, "DRAIN_SECONDS");
+        assert_eq!(parse(&[("LOG_FORMAT", "xml")]).unwrap_err().variable, "LOG_FORMAT");
+        assert_eq!(parse(&[("DRAIN_SECONDS", "0.5")]).unwrap().drain, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_database_url_never_echoes_its_value() {
+        let err = parse(&[("DATABASE_URL", "mysql://u:s3cret@db/x")]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+}
