@@ -71,7 +71,8 @@ impl Config {
         let shutdown_timeout = seconds(&value, "SHUTDOWN_TIMEOUT_SECONDS", 20)?;
         let database_url = value("DATABASE_URL");
         if let Some(url) = &database_url {
-            crate::deps::parse_postgres_url(url).map_err(|problem| hidden("DATABASE_URL", problem))?;
+            crate::deps::parse_postgres_url(url)
+                .map_err(|problem| hidden("DATABASE_URL", problem))?;
         }
         let redis_url = value("REDIS_URL");
         if let Some(url) = &redis_url {
@@ -132,7 +133,11 @@ mod tests {
     use super::*;
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+        Config::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]
@@ -154,9 +159,18 @@ mod tests {
 
     #[test]
     fn bad_durations_and_formats_are_rejected() {
-        assert_eq!(parse(&[("DRAIN_SECONDS", "-1")]).unwrap_err().variable, "DRAIN_SECONDS");
-        assert_eq!(parse(&[("LOG_FORMAT", "xml")]).unwrap_err().variable, "LOG_FORMAT");
-        assert_eq!(parse(&[("DRAIN_SECONDS", "0.5")]).unwrap().drain, Duration::from_millis(500));
+        assert_eq!(
+            parse(&[("DRAIN_SECONDS", "-1")]).unwrap_err().variable,
+            "DRAIN_SECONDS"
+        );
+        assert_eq!(
+            parse(&[("LOG_FORMAT", "xml")]).unwrap_err().variable,
+            "LOG_FORMAT"
+        );
+        assert_eq!(
+            parse(&[("DRAIN_SECONDS", "0.5")]).unwrap().drain,
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

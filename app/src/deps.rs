@@ -13,15 +13,17 @@ pub fn parse_postgres_url(url: &str) -> Result<tokio_postgres::Config, String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("must be a postgres:// URL".to_owned());
     }
-    tokio_postgres::Config::from_str(url)
-        .map_err(|_| "not a valid postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DB)".to_owned())
+    tokio_postgres::Config::from_str(url).map_err(|_| {
+        "not a valid postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DB)".to_owned()
+    })
 }
 
 pub fn parse_redis_url(url: &str) -> Result<redis::Client, String> {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         return Err("must be a redis:// URL".to_owned());
     }
-    redis::Client::open(url).map_err(|_| "not a valid redis:// URL (redis://[:PASSWORD@]HOST:PORT[/DB])".to_owned())
+    redis::Client::open(url)
+        .map_err(|_| "not a valid redis:// URL (redis://[:PASSWORD@]HOST:PORT[/DB])".to_owned())
 }
 
 #[derive(Clone)]
@@ -58,11 +60,19 @@ impl Dependency {
         let mut deps = Vec::new();
         if let Some(url) = &config.database_url {
             let pg = parse_postgres_url(url).expect("validated at start");
-            deps.push(Dependency { name: "postgres", required: true, probe: Probe::Postgres(pg) });
+            deps.push(Dependency {
+                name: "postgres",
+                required: true,
+                probe: Probe::Postgres(pg),
+            });
         }
         if let Some(url) = &config.redis_url {
             let client = parse_redis_url(url).expect("validated at start");
-            deps.push(Dependency { name: "redis", required: false, probe: Probe::Redis(client) });
+            deps.push(Dependency {
+                name: "redis",
+                required: false,
+                probe: Probe::Redis(client),
+            });
         }
         deps
     }
@@ -89,7 +99,11 @@ impl Dependency {
                     .await
                     .map_err(|e| format!("connect: {}", describe_pg(&e)))?;
                 let driver = tokio::spawn(connection);
-                let result = client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| describe_pg(&e));
+                let result = client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| describe_pg(&e));
                 drop(client);
                 driver.abort();
                 result

@@ -22,8 +22,16 @@ pub fn target(url: &str, path: &str) -> Result<Target> {
     if authority.is_empty() {
         bail!("--url {url}: no host");
     }
-    let authority = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+    let authority = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
     Ok(Target { authority, path })
 }
 
@@ -60,8 +68,14 @@ mod tests {
     #[test]
     fn url_forms() {
         let t = target("http://127.0.0.1:8080", "/ready").unwrap();
-        assert_eq!((t.authority.as_str(), t.path.as_str()), ("127.0.0.1:8080", "/ready"));
-        assert_eq!(target("http://localhost/x", "health").unwrap().authority, "localhost:80");
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("127.0.0.1:8080", "/ready")
+        );
+        assert_eq!(
+            target("http://localhost/x", "health").unwrap().authority,
+            "localhost:80"
+        );
         assert!(target("https://x:1", "/").is_err());
     }
 }

@@ -43,9 +43,11 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve()),
-        Command::Healthcheck { url, path, timeout_seconds } => {
-            runtime.block_on(healthcheck(url, path, timeout_seconds))
-        }
+        Command::Healthcheck {
+            url,
+            path,
+            timeout_seconds,
+        } => runtime.block_on(healthcheck(url, path, timeout_seconds)),
     }
 }
 
@@ -69,7 +71,10 @@ async fn serve() -> ExitCode {
 
 async fn healthcheck(url: Option<String>, path: String, timeout_seconds: f64) -> ExitCode {
     let url = url.unwrap_or_else(|| {
-        let port = std::env::var("PORT").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "8080".into());
+        let port = std::env::var("PORT")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "8080".into());
         format!("http://127.0.0.1:{port}")
     });
     let result = async {
@@ -93,9 +98,15 @@ async fn healthcheck(url: Option<String>, path: String, timeout_seconds: f64) ->
 fn init_logging(format: config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     match format {
-        config::LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         config::LogFormat::Pretty => builder.init(),
     }
 }

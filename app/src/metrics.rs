@@ -8,7 +8,9 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::state::SharedState;
 
@@ -22,30 +24,53 @@ impl Metrics {
     pub fn new(version: &str, revision: &str) -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests served, by method, route and status."),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests served, by method, route and status.",
+            ),
             &["method", "route", "status"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency in seconds.")
-                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency in seconds.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["method", "route"],
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
-            Opts::new("app_build_info", "Always 1; labels say which build is running."),
+            Opts::new(
+                "app_build_info",
+                "Always 1; labels say which build is running.",
+            ),
             &["version", "revision"],
         )
         .expect("valid metric");
         build_info.with_label_values(&[version, revision]).set(1);
-        registry.register(Box::new(requests.clone())).expect("unique metric");
-        registry.register(Box::new(duration.clone())).expect("unique metric");
-        registry.register(Box::new(build_info)).expect("unique metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("unique metric");
-        Metrics { registry, requests, duration }
+        Metrics {
+            registry,
+            requests,
+            duration,
+        }
     }
 
     pub fn render(&self) -> String {
@@ -57,8 +82,12 @@ impl Metrics {
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        self.requests.with_label_values(&[method, route, &status.to_string()]).inc();
-        self.duration.with_label_values(&[method, route]).observe(seconds);
+        self.requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.duration
+            .with_label_values(&[method, route])
+            .observe(seconds);
     }
 }
 

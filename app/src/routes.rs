@@ -32,7 +32,10 @@ pub fn router(state: SharedState, debug_routes: bool) -> Router {
     }
     router
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         // Outermost: the id exists before tracking logs it, and is echoed back.
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -76,13 +79,20 @@ async fn detailed(State(state): State<SharedState>) -> Response {
         "uptime_seconds": state.uptime().as_secs(),
         "checks": checks,
     });
-    let code = if required_down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if required_down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (code, Json(body)).into_response()
 }
 
 async fn prometheus_text(State(state): State<SharedState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -109,8 +119,14 @@ fn unavailable(reason: &str, checks: Option<BTreeMap<&'static str, CheckResult>>
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-async fn run_checks(state: &SharedState, required_only: bool) -> BTreeMap<&'static str, CheckResult> {
-    let deps = state.dependencies.iter().filter(|d| d.required || !required_only);
+async fn run_checks(
+    state: &SharedState,
+    required_only: bool,
+) -> BTreeMap<&'static str, CheckResult> {
+    let deps = state
+        .dependencies
+        .iter()
+        .filter(|d| d.required || !required_only);
     // Concurrently, so a slow Redis does not delay the PostgreSQL answer.
     join_all(deps.map(|d| async move { (d.name, d.check().await) }))
         .await

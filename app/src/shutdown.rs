@@ -5,9 +5,18 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use tokio::{net::TcpListener, signal::unix::{signal, SignalKind}, sync::oneshot};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::oneshot,
+};
 
-use crate::{config::Config, deps::Dependency, routes, state::{self, AppState}};
+use crate::{
+    config::Config,
+    deps::Dependency,
+    routes,
+    state::{self, AppState},
+};
 
 pub async fn serve(config: Config) -> Result<()> {
     let address = SocketAddr::new(config.bind, config.port);
@@ -25,7 +34,11 @@ pub async fn serve(config: Config) -> Result<()> {
     tokio::spawn(async move {
         let name = termination_signal().await;
         lifecycle.begin_drain();
-        tracing::info!(signal = name, drain_seconds = drain.as_secs_f64(), "draining: /ready now answers 503");
+        tracing::info!(
+            signal = name,
+            drain_seconds = drain.as_secs_f64(),
+            "draining: /ready now answers 503"
+        );
         tokio::time::sleep(drain).await;
         tracing::info!("drain window over: no longer accepting connections");
         let _ = stop_accepting.send(());

@@ -1,0 +1,118 @@
+//! `cargo xtask ci`: exactly what CI runs. Formatting, lints, a real engine,
+//! every test; the engine it started is stopped again whatever happened.
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{engine, report, setup, workspace};
+
+struct Outcome {
+    step: &'static str,
+    seconds: f64,
+    ok: bool,
+}
+
+pub async fn run() -> Result<()> {
+    let mut outcomes = Vec::new();
+    let result = run_steps(&mut outcomes).await;
+    let mut table = report::Table::new("cargo xtask ci", &["step", "result", "time"]);
+    for o in &outcomes {
+        table.row(vec![
+            o.step.into(),
+            if o.ok { "ok" } else { "FAILED" }.into(),
+            format!("{:.1}s", o.seconds),
+        ]);
+    }
+    table.emit();
+    if let Err(e) = &result {
+        report::error(&format!("cargo xtask ci failed: {e:#}"));
+    }
+    result
+}
+
+async fn run_steps(outcomes: &mut Vec<Outcome>) -> Result<()> {
+    step(outcomes, "fmt", || cargo(&["fmt", "--all", "--check"]))?;
+    step(outcomes, "clippy", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step(outcomes, "test services", || {
+        setup::ensure(setup::TEST_SERVICES)
+    })?;
+
+    let started = Instant::now();
+    let engine = {
+        let _group = report::group("engine start");
+        engine::start().await
+    };
+    let engine = record(outcomes, "engine start", started, engine)?;
+    eprintln!(
+        "engine: {} (registry {})",
+        engine.state.docker_host, engine.state.registry.address
+    );
+
+    let tests = step(outcomes, "test", || {
+        cargo(&["test", "--workspace", "--all-targets"])
+    });
+    if engine.started_now {
+        let started = Instant::now();
+        let stopped = {
+            let _group = report::group("engine stop");
+            engine::stop().map(|_| ())
+        };
+        // A test failure is the headline; a failed stop is still reported.
+        if let Err(e) = record(outcomes, "engine stop", started, stopped) {
+            if tests.is_ok() {
+                return Err(e);
+            }
+            eprintln!("also: {e:#}");
+        }
+    }
+    tests
+}
+
+fn step(
+    outcomes: &mut Vec<Outcome>,
+    name: &'static str,
+    run: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    let result = {
+        let _group = report::group(name);
+        run()
+    };
+    record(outcomes, name, started, result)
+}
+
+fn record<T>(
+    outcomes: &mut Vec<Outcome>,
+    step: &'static str,
+    started: Instant,
+    result: Result<T>,
+) -> Result<T> {
+    outcomes.push(Outcome {
+        step,
+        seconds: started.elapsed().as_secs_f64(),
+        ok: result.is_ok(),
+    });
+    result.with_context(|| format!("step `{step}`"))
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = duct::cmd("cargo", args)
+        .dir(workspace::root())
+        .unchecked()
+        .run()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?
+        .status;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

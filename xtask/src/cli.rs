@@ -1,0 +1,152 @@
+//! The command line: one line of help per command, each dispatched to its module.
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::{ci, engine, report};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo-xtask",
+    bin_name = "cargo xtask",
+    about = "Build, scan, push, deploy, roll back and probe the app",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start, stop or show the Docker engine and registry the workspace uses
+    Engine(EngineArgs),
+    /// Everything CI runs: fmt, clippy, engine start, all tests, engine stop
+    Ci,
+}
+
+#[derive(Args)]
+pub struct EngineArgs {
+    #[command(subcommand)]
+    pub action: EngineAction,
+}
+
+#[derive(Subcommand)]
+pub enum EngineAction {
+    /// Use the engine that answers, or start a private one; start the registry
+    Start {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop what `engine start` started (never an engine it found running)
+    Stop,
+    /// Show the engine and registry; exit 1 when they do not answer
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Engine(args) => engine_command(args.action).await,
+        Command::Ci => ci::run().await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn engine_command(action: EngineAction) -> Result<ExitCode> {
+    match action {
+        EngineAction::Start { json } => {
+            let started = engine::start().await?;
+            if json {
+                report::print_json(&status_json(&started.state, true, true));
+            } else {
+                let verb = if started.started_now {
+                    "started"
+                } else {
+                    "already running"
+                };
+                eprintln!("engine {verb}: {}", started.state.docker_host);
+                eprintln!(
+                    "registry: {} (credentials in {})",
+                    started.state.registry.address,
+                    started.state.registry.credentials_file.display()
+                );
+                eprintln!(
+                    "use it from a shell: export DOCKER_HOST={}",
+                    started.state.docker_host
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EngineAction::Stop => {
+            match engine::stop()? {
+                Some(state) if state.dockerd.is_some() => {
+                    eprintln!("stopped the private engine and the registry")
+                }
+                Some(_) => eprintln!(
+                    "stopped the registry; the engine was not started by us and keeps running"
+                ),
+                None => eprintln!(
+                    "nothing to stop: no engine was started by `cargo xtask engine start`"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EngineAction::Status { json } => {
+            let Some(state) = engine::load_state()? else {
+                if json {
+                    report::print_json(&json!({ "running": false }));
+                } else {
+                    eprintln!("not started: run `cargo xtask engine start`");
+                }
+                return Ok(ExitCode::FAILURE);
+            };
+            let docker_up = engine::answers(&state.docker_host).await;
+            let registry_up = state.registry.process.is_running();
+            if json {
+                report::print_json(&status_json(&state, docker_up, registry_up));
+            } else {
+                let mut table = report::Table::new("engine", &["part", "address", "state"]);
+                let word = |up: bool| if up { "up" } else { "DOWN" }.to_owned();
+                table.row(vec![
+                    "docker".into(),
+                    state.docker_host.clone(),
+                    word(docker_up),
+                ]);
+                table.row(vec![
+                    "registry".into(),
+                    state.registry.address.clone(),
+                    word(registry_up),
+                ]);
+                table.emit();
+            }
+            Ok(if docker_up && registry_up {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn status_json(
+    state: &engine::EngineState,
+    docker_up: bool,
+    registry_up: bool,
+) -> serde_json::Value {
+    json!({
+        "running": docker_up && registry_up,
+        "docker_host": state.docker_host,
+        "socket": state.docker_host.strip_prefix("unix://"),
+        "private_engine": state.dockerd.is_some(),
+        "registry": {
+            "address": state.registry.address,
+            "credentials_file": state.registry.credentials_file,
+            "up": registry_up,
+        },
+        "docker_up": docker_up,
+    })
+}

@@ -1,0 +1,8 @@
+//! The library behind `cargo xtask`; integration tests use it directly.
+pub mod ci;
+pub mod cli;
+pub mod daemon;
+pub mod engine;
+pub mod report;
+pub mod setup;
+pub mod workspace;

@@ -1,0 +1,100 @@
+//! Installs the Debian packages this workspace's commands and tests need,
+//! so a clean machine (or CI runner) needs no hand-installed tools.
+use anyhow::{bail, Context, Result};
+
+/// A program we need and the Debian package that provides it.
+pub struct Tool {
+    pub program: &'static str,
+    pub package: &'static str,
+}
+
+pub const ENGINE: &[Tool] = &[
+    Tool {
+        program: "dockerd",
+        package: "docker.io",
+    },
+    Tool {
+        program: "docker-registry",
+        package: "docker-registry",
+    },
+];
+
+/// Everything the test suite starts or calls for real.
+pub const TEST_SERVICES: &[Tool] = &[
+    Tool {
+        program: "redis-server",
+        package: "redis-server",
+    },
+    Tool {
+        program: "pg_ctlcluster",
+        package: "postgresql",
+    },
+    Tool {
+        program: "nginx",
+        package: "nginx-light",
+    },
+];
+
+/// Makes sure every tool is on PATH, installing the missing ones with apt-get
+/// when that is possible (root on Debian), and failing with one line saying
+/// what to install otherwise.
+pub fn ensure(tools: &[Tool]) -> Result<()> {
+    let missing: Vec<&Tool> = tools
+        .iter()
+        .filter(|t| which::which(t.program).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    let programs: Vec<&str> = missing.iter().map(|t| t.program).collect();
+    let can_apt = nix::unistd::geteuid().is_root() && which::which("apt-get").is_ok();
+    if !can_apt {
+        bail!(
+            "missing {}: install the Debian/Ubuntu packages `{}` (or the equivalent for your system)",
+            programs.join(", "),
+            packages.join(" ")
+        );
+    }
+    eprintln!(
+        "installing {} with apt-get (missing: {})",
+        packages.join(" "),
+        programs.join(", ")
+    );
+    apt_get(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&packages);
+    apt_get(&args)?;
+    for tool in missing {
+        which::which(tool.program).with_context(|| {
+            format!(
+                "`{}` is still not on PATH after installing `{}`",
+                tool.program, tool.package
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn apt_get(args: &[&str]) -> Result<()> {
+    let output = duct::cmd("apt-get", args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .context("running apt-get")?;
+    if !output.status.success() {
+        let text = String::from_utf8_lossy(&output.stdout);
+        let tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!("apt-get {} failed:\n{}", args.join(" "), tail.join("\n"));
+    }
+    Ok(())
+}
