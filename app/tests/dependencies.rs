@@ -1,0 +1,85 @@
+//! `/ready` and `/health/detailed` against a real PostgreSQL and a real Redis,
+//! both up and down.
+mod support;
+
+use serde_json::Value;
+use support::{App, Postgres, Redis};
+
+async fn get(app: &App, path: &str) -> (u16, Value) {
+    let r = reqwest::get(app.url(path)).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_and_detail_reports_each_dependency() {
+    let mut postgres = Postgres::start();
+    let mut redis = Redis::start();
+    let app = App::start(&[
+        ("DATABASE_URL", &postgres.url()),
+        ("REDIS_URL", &redis.url()),
+    ]);
+
+    support::wait_until(&app.url("/ready"), 200).await;
+    let (code, detail) = get(&app, "/health/detailed").await;
+    assert_eq!(code, 200, "{detail}");
+    assert_eq!(detail["status"], "ok");
+    for dep in ["postgres", "redis"] {
+        assert_eq!(detail["checks"][dep]["status"], "up", "{detail}");
+        assert!(detail["checks"][dep]["latency_ms"].as_f64().unwrap() >= 0.0);
+    }
+    assert_eq!(detail["checks"]["postgres"]["required"], true);
+    assert_eq!(detail["checks"]["redis"]["required"], false);
+
+    // Redis is a cache: down means degraded, still ready.
+    redis.stop();
+    let (code, detail) = get(&app, "/health/detailed").await;
+    assert_eq!(
+        (code, detail["status"].as_str()),
+        (200, Some("degraded")),
+        "{detail}"
+    );
+    assert_eq!(detail["checks"]["redis"]["status"], "down");
+    assert!(detail["checks"]["redis"]["error"].is_string());
+    assert_eq!(get(&app, "/ready").await.0, 200);
+
+    // PostgreSQL is required: down means not ready and detail answers 503.
+    postgres.stop();
+    let (code, detail) = get(&app, "/health/detailed").await;
+    assert_eq!(
+        (code, detail["status"].as_str()),
+        (503, Some("down")),
+        "{detail}"
+    );
+    assert_eq!(detail["checks"]["postgres"]["status"], "down");
+    let (code, ready) = get(&app, "/ready").await;
+    assert_eq!(
+        (code, ready["reason"].as_str()),
+        (503, Some("dependency down")),
+        "{ready}"
+    );
+}
+
+#[tokio::test]
+async fn never_ready_while_the_required_database_is_unreachable() {
+    let unreachable = format!(
+        "postgres://app:secret-pw@127.0.0.1:{}/x",
+        support::free_port()
+    );
+    let app = App::start(&[("DATABASE_URL", &unreachable)]);
+    for _ in 0..5 {
+        let (code, body) = get(&app, "/ready").await;
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (503, Some("starting")),
+            "{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&app, "/health").await.0, 200, "alive though not ready");
+    let (code, detail) = get(&app, "/health/detailed").await;
+    assert_eq!(code, 503);
+    assert!(
+        !detail.to_string().contains("secret-pw"),
+        "the password leaked: {detail}"
+    );
+}
