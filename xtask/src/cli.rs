@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::{ci, engine, report};
+use crate::{ci, commands, engine, report};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,12 @@ pub enum Command {
     Engine(EngineArgs),
     /// Everything CI runs: fmt, clippy, engine start, all tests, engine stop
     Ci,
+    /// Build the app as a static binary in a FROM-scratch image [--scan] [--push]
+    Build(commands::BuildArgs),
+    /// Scan an image: RustSec advisories, image policy, trivy/grype when installed
+    Scan(commands::ScanArgs),
+    /// Push an image to a registry and print its digest
+    Push(commands::PushArgs),
 }
 
 #[derive(Args)]
@@ -53,6 +59,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Engine(args) => engine_command(args.action).await,
         Command::Ci => ci::run().await.map(|()| ExitCode::SUCCESS),
+        Command::Build(args) => commands::build(args).await,
+        Command::Scan(args) => commands::scan(args).await,
+        Command::Push(args) => commands::push(args).await,
     }
 }
 
