@@ -227,9 +227,9 @@ pub async fn push(args: PushArgs) -> Result<ExitCode> {
         Some(image) => image,
         None => current_image(None)?,
     };
-    require_image(&docker, &image).await?;
     let registry = registry::choose(args.registry, engine.as_ref())?;
     let credentials = registry::credentials_for(&registry, engine.as_ref())?;
+    require_image(&docker, &image).await?;
     let pushed =
         registry::push(&docker, &image, &registry, credentials.as_ref(), args.json).await?;
     if args.json {
