@@ -28,14 +28,24 @@ static BUILT: OnceCell<image::BuiltImage> = OnceCell::const_new();
 pub async fn built_image(docker: &Docker) -> &'static image::BuiltImage {
     BUILT
         .get_or_init(|| async {
-            let request = image::BuildRequest { repo: "xtask-test-app".into(), extra_tags: vec![], quiet: true };
-            image::build(docker, &request).await.expect("building the app image")
+            let request = image::BuildRequest {
+                repo: "xtask-test-app".into(),
+                extra_tags: vec![],
+                quiet: true,
+            };
+            image::build(docker, &request)
+                .await
+                .expect("building the app image")
         })
         .await
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A container removed (forced) when dropped, so a failing test leaves no orphan.
@@ -51,21 +61,37 @@ impl Container {
         let port = free_port();
         let bindings = HashMap::from([(
             "8080/tcp".to_owned(),
-            Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(port.to_string()) }]),
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(port.to_string()),
+            }]),
         )]);
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             env: Some(env.iter().map(|e| e.to_string()).collect()),
-            labels: Some(HashMap::from([("xtask.test".to_owned(), "true".to_owned())])),
-            host_config: Some(HostConfig { port_bindings: Some(bindings), ..Default::default() }),
+            labels: Some(HashMap::from([(
+                "xtask.test".to_owned(),
+                "true".to_owned(),
+            )])),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let created = docker
             .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
             .await
             .expect("creating a container");
-        let container = Container { id: created.id, port, docker: docker.clone() };
-        docker.start_container(&container.id, None).await.expect("starting the container");
+        let container = Container {
+            id: created.id,
+            port,
+            docker: docker.clone(),
+        };
+        docker
+            .start_container(&container.id, None)
+            .await
+            .expect("starting the container");
         container
     }
 
@@ -78,14 +104,27 @@ impl Container {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if let Ok(r) = client.get(self.url(path)).timeout(Duration::from_secs(1)).send().await {
+            if let Ok(r) = client
+                .get(self.url(path))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     return r;
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                let state = self.docker.inspect_container(&self.id, None).await.ok().and_then(|i| i.state);
-                panic!("{} did not answer 200 within {limit:?}; container state: {state:?}", self.url(path));
+                let state = self
+                    .docker
+                    .inspect_container(&self.id, None)
+                    .await
+                    .ok()
+                    .and_then(|i| i.state);
+                panic!(
+                    "{} did not answer 200 within {limit:?}; container state: {state:?}",
+                    self.url(path)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -98,10 +137,14 @@ impl Drop for Container {
         let id = self.id.clone();
         // Drop cannot be async: remove on a separate thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-                let options = RemoveContainerOptionsBuilder::default().force(true).build();
-                let _ = docker.remove_container(&id, Some(options)).await;
-            })
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+                    let _ = docker.remove_container(&id, Some(options)).await;
+                })
         })
         .join();
     }
@@ -109,5 +152,8 @@ impl Drop for Container {
 
 /// Runs the `cargo xtask` binary itself, as a user would.
 pub fn xtask(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("running the xtask binary")
+    std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .expect("running the xtask binary")
 }
