@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::{ci, engine, report};
+use crate::{ci, engine, lint, report};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,11 @@ pub enum Command {
     Engine(EngineArgs),
     /// Everything CI runs: fmt, clippy, engine start, all tests, engine stop
     Ci,
+    /// Validate every infrastructure file with the tool that reads it
+    Lint {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -53,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Engine(args) => engine_command(args.action).await,
         Command::Ci => ci::run().await.map(|()| ExitCode::SUCCESS),
+        Command::Lint { json } => lint::run(json),
     }
 }
 

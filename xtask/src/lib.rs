@@ -3,6 +3,8 @@ pub mod ci;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
+pub mod lint;
+pub mod nginx;
 pub mod report;
 pub mod setup;
 pub mod workspace;
