@@ -9,6 +9,10 @@ use std::{
 };
 
 use futures_util::{stream, StreamExt};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
 use reqwest::{redirect, StatusCode};
 use xtask::{
     nginx::{render, write_dev_certificate, NginxSettings},
@@ -21,7 +25,17 @@ struct Running {
 }
 
 impl Drop for Running {
+    /// SIGTERM first: a SIGKILLed nginx master leaves its workers running.
     fn drop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -95,6 +109,8 @@ fn start(metrics_allow: &[&str]) -> Stack {
             .env("PORT", app_port.to_string())
             .env("BIND", "127.0.0.1")
             .env("LOG_FORMAT", "json")
+            // No drain wait on SIGTERM: nothing balances across this instance.
+            .env("DRAIN_SECONDS", "0")
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL"),
         &dir.path().join("app.log"),
