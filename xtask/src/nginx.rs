@@ -114,9 +114,9 @@ pub fn render_template(template: &str, s: &NginxSettings) -> Result<String> {
     let mut upstreams = String::new();
     for server in &s.upstreams {
         plain("upstreams", server)?;
-        if !server
+        if server
             .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
         {
             bail!("nginx settings: `upstreams` entry `{server}` is not host:port");
         }

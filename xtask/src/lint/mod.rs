@@ -78,12 +78,15 @@ pub fn ci_step() -> Result<()> {
     Ok(())
 }
 
+/// A check of one file or folder; `Err` names it and says what is wrong.
+pub type Check = fn(&Path) -> Result<()>;
+
 /// Every check on every infrastructure file under `root`.
 pub fn check_tree(root: &Path) -> Vec<Outcome> {
     let infra = root.join("infrastructure");
     let monitoring = infra.join("monitoring");
     let kube = infra.join("kubernetes");
-    let mut plan: Vec<(&'static str, PathBuf, fn(&Path) -> Result<()>)> = vec![
+    let mut plan: Vec<(&'static str, PathBuf, Check)> = vec![
         (
             "dockerfile",
             infra.join("docker/Dockerfile"),
