@@ -42,14 +42,12 @@ pub fn check(file: &Path) -> Result<()> {
         &["check", "rules", &rules_file.to_string_lossy()],
     ) {
         let message = format!("{e:#}");
-        // promtool names the failing rule by index; say which panel that is.
+        // promtool names the failing rule by its record name; say which panel that is.
         let culprits: Vec<String> = queries
             .iter()
             .enumerate()
-            .filter(|(i, _)| {
-                message.contains(&format!("dashboard:query_{i}"))
-                    || message.contains(&format!("rule {}", i + 1))
-            })
+            // Quoted, so `query_1` does not also match `query_10`.
+            .filter(|(i, _)| message.contains(&format!("\"dashboard:query_{i}\"")))
             .map(|(_, q)| format!("panel `{}` query {}: {}", q.panel, q.ref_id, q.expr))
             .collect();
         bail!(
