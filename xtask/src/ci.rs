@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{engine, report, setup, workspace};
+use crate::{engine, lint, report, setup, workspace};
 
 struct Outcome {
     step: &'static str,
@@ -42,6 +42,7 @@ async fn run_steps(outcomes: &mut Vec<Outcome>) -> Result<()> {
             "warnings",
         ])
     })?;
+    step(outcomes, "lint", lint::ci_step)?;
     step(outcomes, "test services", || {
         setup::ensure(setup::TEST_SERVICES)
     })?;

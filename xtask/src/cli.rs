@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::{ci, commands, engine, report};
+use crate::{ci, commands, engine, lint, report};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,11 @@ pub enum Command {
     Scan(commands::ScanArgs),
     /// Push an image to a registry and print its digest
     Push(commands::PushArgs),
+    /// Validate every infrastructure file with the tool that reads it
+    Lint {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -62,6 +67,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build(args) => commands::build(args).await,
         Command::Scan(args) => commands::scan(args).await,
         Command::Push(args) => commands::push(args).await,
+        Command::Lint { json } => lint::run(json),
     }
 }
 

@@ -7,6 +7,8 @@ pub mod engine;
 pub mod image;
 pub mod progress;
 pub mod registry;
+pub mod lint;
+pub mod nginx;
 pub mod report;
 pub mod scan;
 pub mod setup;

@@ -35,6 +35,27 @@ pub const TEST_SERVICES: &[Tool] = &[
     },
 ];
 
+/// What `cargo xtask lint` runs. kubectl is not in Debian; the kustomize
+/// check says how to get it when it is missing.
+pub const LINT: &[Tool] = &[
+    Tool {
+        program: "nginx",
+        package: "nginx-light",
+    },
+    Tool {
+        program: "promtool",
+        package: "prometheus",
+    },
+    Tool {
+        program: "amtool",
+        package: "prometheus-alertmanager",
+    },
+    Tool {
+        program: "docker-compose",
+        package: "docker-compose",
+    },
+];
+
 /// Makes sure every tool is on PATH, installing the missing ones with apt-get
 /// when that is possible (root on Debian), and failing with one line saying
 /// what to install otherwise.

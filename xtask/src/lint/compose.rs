@@ -1,0 +1,75 @@
+//! Compose files: `docker-compose config` (the schema and interpolation of
+//! the docker-compose that runs them), then what it accepts but we do not:
+//! unpinned images, and dev/test ports reachable from other machines.
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_yaml_ng::Value;
+
+pub fn check(file: &Path) -> Result<()> {
+    let path = file.to_string_lossy();
+    let resolved = super::tool(file, "docker-compose", &["-f", &path, "config"])?;
+    let doc: Value = serde_yaml_ng::from_str(&resolved).with_context(|| {
+        format!(
+            "{}: `docker-compose config` output is not YAML",
+            file.display()
+        )
+    })?;
+    let public_ports_allowed = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains("prod"));
+    let mut problems = Vec::new();
+    let services = doc["services"].as_mapping().into_iter().flatten();
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or("?");
+        // An image the file itself builds is local: its tag names a build, not a release.
+        match service["image"].as_str() {
+            Some(image) if service["build"].is_null() => {
+                if let Some(problem) = unpinned(image) {
+                    problems.push(format!("service `{name}`: image `{image}` {problem}"));
+                }
+            }
+            None if service["build"].is_null() => {
+                problems.push(format!("service `{name}`: neither `image` nor `build`"))
+            }
+            _ => {}
+        }
+        if public_ports_allowed {
+            continue;
+        }
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            let published = match port {
+                Value::String(s) => s.clone(),
+                Value::Mapping(_) => port["host_ip"].as_str().unwrap_or("").to_owned() + ":",
+                other => format!("{other:?}"),
+            };
+            if !published.starts_with("127.0.0.1:") {
+                problems.push(format!(
+                    "service `{name}`: port `{published}` is published on all interfaces; use 127.0.0.1:HOST:CONTAINER outside production"
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}: {}", file.display(), problems.join("; "));
+    }
+    Ok(())
+}
+
+/// Why an image reference is not pinned to a version, if it is not.
+pub fn unpinned(image: &str) -> Option<&'static str> {
+    if image.contains("@sha256:") {
+        return None;
+    }
+    // The tag follows the last `:` after the last `/` (a registry may have a port).
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        None => Some("has no tag (pulls `latest`)"),
+        Some((_, "latest")) => Some("uses `latest`"),
+        Some((_, tag)) if !tag.chars().any(|c| c.is_ascii_digit()) => {
+            Some("has a tag without a version number")
+        }
+        Some(_) => None,
+    }
+}
