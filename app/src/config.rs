@@ -22,6 +22,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `/debug/sleep/{ms}`: a slow endpoint that drain tests and load tests use.
     pub debug_routes: bool,
+    /// A unix socket to serve on as well as TCP: the deploy balancer reaches
+    /// instances through it, so traffic can move between instances by
+    /// swapping a symlink instead of reloading the balancer.
+    pub listen_socket: Option<std::path::PathBuf>,
 }
 
 /// One bad variable. Never carries a URL's value: those hold passwords.
@@ -83,7 +87,19 @@ impl Config {
             Some("1") | Some("true") => true,
             Some(v) => return Err(shown("APP_DEBUG_ROUTES", v, "must be `true` or `false`")),
         };
+        let listen_socket = match value("LISTEN_SOCKET") {
+            None => None,
+            Some(v) if v.starts_with('/') && v.len() < 100 => Some(std::path::PathBuf::from(v)),
+            Some(v) => {
+                return Err(shown(
+                    "LISTEN_SOCKET",
+                    &v,
+                    "must be an absolute path shorter than 100 bytes",
+                ))
+            }
+        };
         Ok(Config {
+            listen_socket,
             bind,
             port,
             log_format,

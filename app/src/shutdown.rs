@@ -2,13 +2,14 @@
 //! SIGTERM -> `/ready` answers 503 at once -> keep serving for the drain
 //! window while balancers take the instance out -> stop accepting -> let
 //! in-flight requests finish (bounded) -> exit 0.
-use std::net::SocketAddr;
+use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path};
 
 use anyhow::{Context, Result};
+use axum::Router;
 use tokio::{
-    net::TcpListener,
+    net::{TcpListener, UnixListener},
     signal::unix::{signal, SignalKind},
-    sync::oneshot,
+    sync::watch,
 };
 
 use crate::{
@@ -28,7 +29,11 @@ pub async fn serve(config: Config) -> Result<()> {
     tokio::spawn(state::wait_until_started(state.clone()));
 
     let app = routes::router(state.clone(), config.debug_routes);
-    let (stop_accepting, stopped) = oneshot::channel::<()>();
+    let unix = match &config.listen_socket {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
+    let (stop_accepting, stopped) = watch::channel(false);
     let (drain, shutdown_timeout) = (config.drain, config.shutdown_timeout);
     let lifecycle = state.clone();
     tokio::spawn(async move {
@@ -41,18 +46,24 @@ pub async fn serve(config: Config) -> Result<()> {
         );
         tokio::time::sleep(drain).await;
         tracing::info!("drain window over: no longer accepting connections");
-        let _ = stop_accepting.send(());
+        let _ = stop_accepting.send(true);
     });
 
-    let (in_flight_deadline_tx, in_flight_deadline) = oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stopped.await;
-        let _ = in_flight_deadline_tx.send(());
-    });
+    let servers = async {
+        let tcp = serve_until(listener, app.clone(), stopped.clone());
+        match unix {
+            Some(unix) => {
+                let (a, b) = tokio::join!(tcp, serve_unix_until(unix, app, stopped.clone()));
+                a.and(b)
+            }
+            None => tcp.await,
+        }
+    };
+    let mut deadline_signal = stopped.clone();
     tokio::select! {
-        served = server => served.context("serving HTTP")?,
+        served = servers => served?,
         () = async {
-            let _ = in_flight_deadline.await;
+            let _ = deadline_signal.wait_for(|stop| *stop).await;
             tokio::time::sleep(shutdown_timeout).await;
         } => {
             tracing::warn!(timeout_seconds = shutdown_timeout.as_secs_f64(), "in-flight requests still running at the shutdown deadline; exiting anyway");
@@ -60,6 +71,43 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the socket world-writable: the balancer's workers run as another user.
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding {} (LISTEN_SOCKET)", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("making {} reachable by the balancer", path.display()))?;
+    tracing::info!(socket = %path.display(), "listening on unix socket");
+    Ok(listener)
+}
+
+async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("serving HTTP on TCP")
+}
+
+async fn serve_unix_until(
+    listener: UnixListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("serving HTTP on the unix socket")
 }
 
 async fn termination_signal() -> &'static str {

@@ -198,3 +198,28 @@ fn healthcheck_subcommand_exits_by_the_probe_result() {
     assert!(!dead.status.success());
     assert!(String::from_utf8_lossy(&dead.stderr).contains("connecting to 127.0.0.1"));
 }
+
+#[test]
+fn serves_the_same_routes_on_a_unix_socket_reachable_by_any_user() {
+    use std::{
+        io::{Read, Write},
+        os::unix::fs::PermissionsExt,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("app.sock");
+    let _app = App::start(&[("LISTEN_SOCKET", socket.to_str().unwrap())]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o666,
+        "the balancer's workers run as another user"
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream
+        .write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(env!("CARGO_PKG_VERSION")));
+}
