@@ -187,6 +187,7 @@ fn stop_recorded(state: &EngineState) -> Result<()> {
     if let Some(dockerd) = &state.dockerd {
         // dockerd stops its containers first; give it time to do so cleanly.
         daemon::stop(dockerd.pid, &dockerd.marker, Duration::from_secs(30))?;
+        dockerd::remove_bridge(&engine_dir());
     }
     let path = state_file();
     match std::fs::remove_file(&path) {
