@@ -77,7 +77,11 @@ pub async fn wait_until_started(state: SharedState) {
         for dep in state.dependencies.iter().filter(|d| d.required) {
             let result = dep.check().await;
             if !result.is_up() {
-                tracing::warn!(dependency = dep.name, error = ?result.error, "start-up check failed; not ready yet");
+                tracing::warn!(
+                    dependency = dep.name,
+                    error = result.error.as_deref().unwrap_or("unknown"),
+                    "start-up check failed; not ready yet"
+                );
                 all_up = false;
             }
         }

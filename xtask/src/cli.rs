@@ -31,6 +31,23 @@ pub enum Command {
     Scan(commands::ScanArgs),
     /// Push an image to a registry and print its digest
     Push(commands::PushArgs),
+    /// Deploy an image to an environment, health-gated, rolled back by itself on failure
+    Deploy(commands::releases::DeployArgs),
+    /// Return to the previous good release (or --to one), health-gated
+    Rollback(commands::releases::RollbackArgs),
+    /// What is deployed now: release, instances and their health, lock
+    Status(commands::releases::EnvJsonArgs),
+    /// The releases kept in the target, with outcomes and reasons
+    History(commands::releases::EnvJsonArgs),
+    /// Probe the public URL and every instance; exit 1 when anything is unhealthy
+    Health(commands::releases::EnvJsonArgs),
+    /// Show or free an environment's deploy lock
+    #[command(subcommand)]
+    Lock(commands::releases::LockAction),
+    /// The main job on the local default: engine, build, scan, deploy dev, print the URL
+    Up(commands::releases::EnvArg),
+    /// Stop an environment's instances and balancer (history is kept)
+    Down(commands::releases::EnvArg),
     /// Validate every infrastructure file with the tool that reads it
     Lint {
         #[arg(long)]
@@ -67,6 +84,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build(args) => commands::build(args).await,
         Command::Scan(args) => commands::scan(args).await,
         Command::Push(args) => commands::push(args).await,
+        Command::Deploy(args) => commands::releases::deploy_command(args).await,
+        Command::Rollback(args) => commands::releases::rollback_command(args).await,
+        Command::Status(args) => commands::observe::status(args).await,
+        Command::History(args) => commands::releases::history_command(args).await,
+        Command::Health(args) => commands::observe::health_command(args).await,
+        Command::Lock(action) => commands::releases::lock_command(action).await,
+        Command::Up(args) => commands::releases::up(args).await,
+        Command::Down(args) => commands::releases::down(args).await,
         Command::Lint { json } => lint::run(json),
     }
 }

@@ -1,15 +1,23 @@
 //! The library behind `cargo xtask`; integration tests use it directly.
+pub mod balancer;
 pub mod ci;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod deploy;
 pub mod engine;
+pub mod environment;
+pub mod health;
 pub mod image;
 pub mod lint;
+pub mod lock;
 pub mod nginx;
 pub mod progress;
 pub mod registry;
+pub mod release;
 pub mod report;
 pub mod scan;
 pub mod setup;
+pub mod strategy;
+pub mod target;
 pub mod workspace;

@@ -29,8 +29,11 @@ pub struct NginxSettings {
     /// The HTTPS port clients see, for the redirect (443 is left out of URLs).
     pub https_public_port: u16,
     pub server_name: String,
-    /// `host:port` of every app instance.
+    /// `host:port` or `unix:/path` of every app instance (or traffic slot).
     pub upstreams: Vec<String>,
+    /// Idle connections to the app kept open per worker; 0 opens one per
+    /// request, so a slot switch takes effect for the very next request.
+    pub upstream_keepalive: u32,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     /// Addresses or CIDR networks allowed to read `/metrics`; everyone else gets 403.
@@ -53,6 +56,7 @@ impl NginxSettings {
             https_public_port: https_port,
             server_name: "localhost".into(),
             upstreams,
+            upstream_keepalive: 32,
             cert_path: dir.join("tls/cert.pem"),
             key_path: dir.join("tls/key.pem"),
             metrics_allow: vec!["127.0.0.1".into(), "10.0.0.0/8".into()],
@@ -114,11 +118,15 @@ pub fn render_template(template: &str, s: &NginxSettings) -> Result<String> {
     let mut upstreams = String::new();
     for server in &s.upstreams {
         plain("upstreams", server)?;
-        if server
-            .rsplit_once(':')
-            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        let unix_socket = server
+            .strip_prefix("unix:")
+            .is_some_and(|p| p.starts_with('/'));
+        if !unix_socket
+            && server
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
         {
-            bail!("nginx settings: `upstreams` entry `{server}` is not host:port");
+            bail!("nginx settings: `upstreams` entry `{server}` is not host:port or unix:/path");
         }
         // Three failures in 10s take an instance out for 10s; the rest carry on.
         upstreams.push_str(&format!(
@@ -148,6 +156,14 @@ pub fn render_template(template: &str, s: &NginxSettings) -> Result<String> {
     } else {
         format!(":{}", s.https_public_port)
     };
+    let keepalive = if s.upstream_keepalive == 0 {
+        "        # No idle connections kept: each request connects anew.".to_owned()
+    } else {
+        format!(
+            "        # Reused connections to the app: no handshake per request.\n        keepalive {};\n        keepalive_timeout 60s;",
+            s.upstream_keepalive
+        )
+    };
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let values: Vec<(&str, String)> = vec![
         ("user_directive", user),
@@ -158,6 +174,7 @@ pub fn render_template(template: &str, s: &NginxSettings) -> Result<String> {
         ("https_port_suffix", port_suffix),
         ("server_name", s.server_name.clone()),
         ("upstream_servers", upstreams.trim_end().to_owned()),
+        ("upstream_keepalive", keepalive),
         ("cert_path", path(&s.cert_path)),
         ("key_path", path(&s.key_path)),
         ("metrics_allow", allow.trim_end().to_owned()),

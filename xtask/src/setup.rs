@@ -37,6 +37,12 @@ pub const TEST_SERVICES: &[Tool] = &[
 
 /// What `cargo xtask lint` runs. kubectl is not in Debian; the kustomize
 /// check says how to get it when it is missing.
+/// The local balancer of the Docker target.
+pub const BALANCER: &[Tool] = &[Tool {
+    program: "nginx",
+    package: "nginx-light",
+}];
+
 pub const LINT: &[Tool] = &[
     Tool {
         program: "nginx",

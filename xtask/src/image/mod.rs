@@ -41,7 +41,7 @@ pub fn default_repo() -> Result<String> {
     }
 }
 
-fn is_valid_repo(repo: &str) -> bool {
+pub fn is_valid_repo(repo: &str) -> bool {
     !repo.is_empty()
         && repo
             .chars()

@@ -1,0 +1,211 @@
+//! status and health: what runs now, and whether it answers.
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::releases::{connect, EnvJsonArgs};
+use crate::{
+    deploy, environment, health,
+    lock::{self, LockStore},
+    report,
+    target::Target,
+};
+
+/// A stale lock or an in-progress release with no live deployer means an
+/// earlier run died: finish its cleanup before reporting.
+async fn recover_if_abandoned(
+    target: &impl Target,
+    env: &environment::Environment,
+    quiet: bool,
+) -> Result<bool> {
+    let current = target.lock_read().await?;
+    let now = chrono::Utc::now().timestamp();
+    let abandoned_lock = current
+        .as_ref()
+        .is_some_and(|(_, info)| info.holder_gone() || info.expired(now));
+    let mut history = target.read_history().await?;
+    let dangling = current.is_none() && history.in_progress().is_some();
+    if !(abandoned_lock || dangling) {
+        return Ok(false);
+    }
+    let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
+    let held = lock::acquire(
+        target,
+        &env.name,
+        lock::LockInfo::mine("status (recovery)", ttl),
+    )
+    .await?;
+    let result = deploy::recover(target, env, &mut history, quiet).await;
+    lock::release(target, &held).await?;
+    result.map(|_| true)
+}
+
+pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
+    let env = environment::load(&args.env.environment)?;
+    let target = connect(&env).await?;
+    let recovered = recover_if_abandoned(&target, &env, args.json).await?;
+    let history = target.read_history().await?;
+    let lock = target.lock_read().await?.map(|(_, info)| info);
+    let routes = target.routes().await?;
+    let client = reqwest::Client::new();
+    let mut instances = Vec::new();
+    for instance in target.instances().await? {
+        let state = target.instance_state(&instance).await?;
+        let slot = routes
+            .iter()
+            .position(|r| r.as_deref() == Some(instance.name.as_str()));
+        let ready = if instance.probe_url.is_empty() {
+            None
+        } else {
+            Some(
+                health::probe(
+                    &client,
+                    &format!("{}/ready", instance.probe_url),
+                    Duration::from_secs(2),
+                )
+                .await,
+            )
+        };
+        instances
+            .push(json!({ "instance": instance, "state": state, "slot": slot, "ready": ready }));
+    }
+    let active = history.active();
+    let out = json!({
+        "environment": env.name,
+        "public_url": target.public_url(),
+        "active_release": active,
+        "instances": instances,
+        "slots": routes,
+        "lock": lock,
+        "recovered_abandoned_run": recovered,
+    });
+    if args.json {
+        report::print_json(&out);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match active {
+        Some(r) => eprintln!(
+            "{}: release {} ({}, {}) deployed {} by {}",
+            env.name,
+            r.id,
+            r.image,
+            short(&r.image_id),
+            r.finished_at.as_deref().unwrap_or("?"),
+            r.by
+        ),
+        None => eprintln!("{}: nothing deployed", env.name),
+    }
+    eprintln!("public url: {}", target.public_url());
+    match &lock {
+        Some(info) => eprintln!("lock: held by {}", info.describe()),
+        None => eprintln!("lock: free"),
+    }
+    if recovered {
+        eprintln!(
+            "an abandoned run was cleaned up (see `cargo xtask history -e {}`)",
+            env.name
+        );
+    }
+    let mut table = report::Table::new(
+        "instances",
+        &["instance", "release", "colour", "slot", "state", "/ready"],
+    );
+    for i in &instances {
+        let ready = match i["ready"].as_object() {
+            Some(r) => format!(
+                "{} {}ms",
+                r["status"].as_u64().map_or_else(
+                    || r["error"].as_str().unwrap_or("-").to_owned(),
+                    |s| s.to_string()
+                ),
+                r["latency_ms"]
+            ),
+            None => "-".into(),
+        };
+        table.row(vec![
+            i["instance"]["name"].as_str().unwrap_or_default().into(),
+            i["instance"]["release"].as_str().unwrap_or_default().into(),
+            i["instance"]["color"].as_str().unwrap_or_default().into(),
+            i["slot"].as_u64().map_or("-".into(), |s| s.to_string()),
+            i["state"]["state"].as_str().unwrap_or_default().into(),
+            ready,
+        ]);
+    }
+    table.emit();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+
+/// health-check.sh, typed: the public URL and every routed instance, on the three health paths.
+pub async fn health_command(args: EnvJsonArgs) -> Result<ExitCode> {
+    let env = environment::load(&args.env.environment)?;
+    let target = connect(&env).await?;
+    let timeout = env.file.health.timeout().max(Duration::from_secs(2));
+    let public_client = target.public_client();
+    let direct = reqwest::Client::new();
+    let routes = target.routes().await?;
+    let mut results = Vec::new();
+    for path in ["/health", "/ready", "/health/detailed"] {
+        let url = format!("{}{path}", target.public_url());
+        let result = match &public_client {
+            Ok(client) => health::probe(client, &url, timeout).await,
+            Err(e) => health::ProbeResult {
+                url,
+                status: None,
+                latency_ms: 0.0,
+                error: Some(format!("{e:#}")),
+            },
+        };
+        results.push(("public".to_owned(), result));
+    }
+    for instance in target.instances().await? {
+        if !routes.contains(&Some(instance.name.clone())) || instance.probe_url.is_empty() {
+            continue;
+        }
+        for path in ["/health", "/ready", "/health/detailed"] {
+            results.push((
+                instance.name.clone(),
+                health::probe(&direct, &format!("{}{path}", instance.probe_url), timeout).await,
+            ));
+        }
+    }
+    let healthy = !results.is_empty() && results.iter().all(|(_, r)| r.ok());
+    if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(who, r)| json!({ "target": who, "probe": r, "ok": r.ok() }))
+            .collect();
+        report::print_json(&json!({ "environment": env.name, "healthy": healthy, "probes": rows }));
+    } else {
+        let mut table = report::Table::new(
+            &format!("health of {}", env.name),
+            &["target", "url", "result", "latency"],
+        );
+        for (who, r) in &results {
+            table.row(vec![
+                who.clone(),
+                r.url.clone(),
+                if r.ok() {
+                    r.describe()
+                } else {
+                    format!("FAIL {}", r.describe())
+                },
+                format!("{:.1}ms", r.latency_ms),
+            ]);
+        }
+        table.emit();
+    }
+    if !healthy {
+        report::error(&format!("{} is unhealthy", env.name));
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,385 @@
+//! deploy, rollback, history, lock, up and down.
+use std::{collections::BTreeMap, process::ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::{
+    deploy::{self, DeployReport, Source},
+    engine,
+    environment::{self, Environment, Strategy},
+    image, lock, release, report,
+    target::{docker::DockerTarget, Target},
+};
+
+#[derive(Args, Clone)]
+pub struct EnvArg {
+    /// Environment: a name in infrastructure/environments/, or a path to a .toml file
+    #[arg(
+        short = 'e',
+        long = "env-file",
+        visible_alias = "environment",
+        default_value = "dev",
+        value_name = "ENV"
+    )]
+    pub environment: String,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+    /// Image to deploy (default: the image built from the current tree, built if missing)
+    #[arg(long)]
+    pub image: Option<String>,
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
+    /// KEY=VALUE app variable for this release; kept in the release record, so rollback restores it
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+    /// Release id to restore (default: the previous good release)
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct EnvJsonArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn connect(env: &Environment) -> Result<DockerTarget> {
+    DockerTarget::connect(env).await
+}
+
+fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
+    vars.iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--env {kv}: expected KEY=VALUE"))?;
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!("--env {k}=…: a variable name is letters, digits and _");
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// The image from this tree, built when the target does not have it yet.
+async fn current_image(target: &DockerTarget, env: &Environment, quiet: bool) -> Result<String> {
+    let reference = format!(
+        "{}:{}",
+        env.file.image.repo,
+        image::revision::current()?.tag()
+    );
+    if target.image_id(&reference).await?.is_none() {
+        eprintln!("{reference} is not built yet: building it");
+        let request = image::BuildRequest {
+            repo: env.file.image.repo.clone(),
+            extra_tags: vec![],
+            quiet,
+        };
+        image::build(target.docker(), &request).await?;
+    }
+    Ok(reference)
+}
+
+pub async fn deploy_command(args: DeployArgs) -> Result<ExitCode> {
+    let env = environment::load(&args.env.environment)?;
+    let overrides = parse_vars(&args.vars)?;
+    let target = connect(&env).await?;
+    let image = match args.image {
+        Some(image) => image,
+        None => current_image(&target, &env, args.json).await?,
+    };
+    if args.dry_run {
+        return dry_run(&target, &env, &image, &overrides, args.strategy, args.json).await;
+    }
+    let options = deploy::Options {
+        strategy: args.strategy,
+        quiet: args.json,
+        command: "deploy".into(),
+    };
+    let report = deploy::run(&target, &env, Source::Image { image, overrides }, &options).await?;
+    Ok(print_report(&report, args.json))
+}
+
+pub async fn rollback_command(args: RollbackArgs) -> Result<ExitCode> {
+    let env = environment::load(&args.env.environment)?;
+    let target = connect(&env).await?;
+    let options = deploy::Options {
+        strategy: None,
+        quiet: args.json,
+        command: "rollback".into(),
+    };
+    let report = deploy::run(&target, &env, Source::Restore { to: args.to }, &options).await?;
+    Ok(print_report(&report, args.json))
+}
+
+async fn dry_run(
+    target: &DockerTarget,
+    env: &Environment,
+    image: &str,
+    overrides: &BTreeMap<String, String>,
+    strategy: Option<Strategy>,
+    json: bool,
+) -> Result<ExitCode> {
+    let history = target.read_history().await?;
+    let strategy = strategy.unwrap_or(env.file.deploy.strategy);
+    let active = history
+        .active()
+        .map(|r| format!("{} ({})", r.id, r.image))
+        .unwrap_or_else(|| "nothing".into());
+    let image_present = target.image_id(image).await?.is_some();
+    let plan = serde_json::json!({
+        "environment": env.name,
+        "file": env.path,
+        "image": image,
+        "image_present": image_present,
+        "strategy": strategy,
+        "replicas": env.file.deploy.replicas,
+        "replaces": active,
+        "env_overrides": overrides.iter().map(|(k, v)| (k.clone(), release::redact(k, v))).collect::<BTreeMap<_, _>>(),
+        "public_url": env.public_url(),
+        "health_gate": env.file.health,
+    });
+    if json {
+        report::print_json(&plan);
+    } else {
+        let mut table = report::Table::new(
+            &format!("plan for {} (dry run: nothing changed)", env.name),
+            &["", ""],
+        );
+        table.row(vec![
+            "image".into(),
+            format!(
+                "{image}{}",
+                if image_present {
+                    ""
+                } else {
+                    " (NOT in the target)"
+                }
+            ),
+        ]);
+        table.row(vec!["replaces".into(), active]);
+        table.row(vec![
+            "strategy".into(),
+            format!("{strategy:?} x{}", env.file.deploy.replicas),
+        ]);
+        table.row(vec![
+            "gate".into(),
+            format!(
+                "{} every {}ms, {} ok / {} failed, deadline {}s",
+                env.file.health.path,
+                env.file.health.interval_ms,
+                env.file.health.success_threshold,
+                env.file.health.failure_threshold,
+                env.file.health.deadline_seconds
+            ),
+        ]);
+        table.row(vec!["public url".into(), env.public_url()]);
+        table.emit();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
+    if json {
+        report::print_json(report);
+    } else {
+        let mut table = report::Table::new(
+            &format!("{} on {}", report.release.id, report.environment),
+            &["", ""],
+        );
+        table.row(vec!["release".into(), report.release.id.clone()]);
+        table.row(vec!["image".into(), report.release.image.clone()]);
+        table.row(vec!["strategy".into(), format!("{:?}", report.strategy)]);
+        table.row(vec!["duration".into(), format!("{:.1}s", report.seconds)]);
+        table.row(vec![
+            "outcome".into(),
+            report.release.outcome.as_str().into(),
+        ]);
+        if let Some(reason) = &report.release.reason {
+            table.row(vec!["reason".into(), reason.clone()]);
+        }
+        if let Some(seconds) = report.rollback_seconds {
+            table.row(vec![
+                "rolled back in".into(),
+                format!("{seconds:.1}s after the first failed probe"),
+            ]);
+        }
+        table.row(vec!["url".into(), report.public_url.clone()]);
+        table.emit();
+        if let Some(logs) = &report.failure_logs {
+            eprintln!(
+                "\nlast lines of the failing instance's log:\n{}",
+                logs.trim_end()
+            );
+        }
+    }
+    if report.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        report::error(&format!(
+            "{} failed and was rolled back: {}",
+            report.release.id,
+            report.release.reason.as_deref().unwrap_or("")
+        ));
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
+    let env = environment::load(&args.env.environment)?;
+    let target = connect(&env).await?;
+    let history = target.read_history().await?;
+    if args.json {
+        report::print_json(&history.releases);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = report::Table::new(
+        &format!("releases of {}", env.name),
+        &["release", "image", "started", "by", "outcome", "reason"],
+    );
+    for r in history.releases.iter().rev() {
+        let outcome = match &r.restores {
+            Some(to) => format!("{} (restores {to})", r.outcome.as_str()),
+            None => r.outcome.as_str().to_owned(),
+        };
+        table.row(vec![
+            r.id.clone(),
+            r.image.clone(),
+            r.started_at.clone(),
+            r.by.clone(),
+            outcome,
+            r.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    table.emit();
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Subcommand)]
+pub enum LockAction {
+    /// Show who holds the lock, if anyone
+    Status(EnvJsonArgs),
+    /// Free the lock by hand (for a holder that is stuck)
+    Release(EnvJsonArgs),
+}
+
+pub async fn lock_command(action: LockAction) -> Result<ExitCode> {
+    let (args, free) = match action {
+        LockAction::Status(a) => (a, false),
+        LockAction::Release(a) => (a, true),
+    };
+    let env = environment::load(&args.env.environment)?;
+    let target = connect(&env).await?;
+    let current = lock::LockStore::lock_read(&target).await?;
+    if free {
+        if let Some((token, info)) = &current {
+            lock::LockStore::lock_remove(&target, token).await?;
+            eprintln!(
+                "released the lock on {} held by {}",
+                env.name,
+                info.describe()
+            );
+        } else {
+            eprintln!("{} is not locked", env.name);
+        }
+    } else if args.json {
+        report::print_json(
+            &serde_json::json!({ "locked": current.is_some(), "holder": current.as_ref().map(|c| &c.1) }),
+        );
+    } else {
+        match &current {
+            Some((_, info)) => eprintln!("{} is locked by {}", env.name, info.describe()),
+            None => eprintln!("{} is not locked", env.name),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `up`: the main job on the local default. Engine, build, scan, deploy dev, print the URL.
+pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
+    engine::start().await?;
+    let env = environment::load(&env_arg.environment)?;
+    let target = connect(&env).await?;
+    let image = current_image(&target, &env, false).await?;
+    let scan = crate::scan::scan(
+        target.docker(),
+        &image,
+        &crate::scan::ScanOptions {
+            advisory_db: None,
+            max_size_bytes: (crate::scan::DEFAULT_MAX_SIZE_MB * 1_000_000) as i64,
+        },
+    )
+    .await?;
+    for f in &scan.findings {
+        eprintln!("scan: {} {} {}", f.severity.as_str(), f.id, f.title);
+    }
+    if scan.fails(crate::scan::Severity::High) {
+        bail!("scan of {image} found problems at or above high; not deploying");
+    }
+    let options = deploy::Options {
+        strategy: None,
+        quiet: false,
+        command: "up".into(),
+    };
+    let report = deploy::run(
+        &target,
+        &env,
+        Source::Image {
+            image,
+            overrides: BTreeMap::new(),
+        },
+        &options,
+    )
+    .await?;
+    let code = print_report(&report, false);
+    if report.succeeded {
+        eprintln!(
+            "\n{} is up: {}  (try: curl -k {}/health)",
+            env.name, report.public_url, report.public_url
+        );
+    }
+    Ok(code)
+}
+
+/// `down`: stops every instance and the balancer of an environment; history stays.
+pub async fn down(env_arg: EnvArg) -> Result<ExitCode> {
+    let env = environment::load(&env_arg.environment)?;
+    let target = connect(&env).await?;
+    let held = lock::acquire(
+        &target,
+        &env.name,
+        lock::LockInfo::mine(
+            "down",
+            std::time::Duration::from_secs(env.file.deploy.lock_ttl_seconds),
+        ),
+    )
+    .await?;
+    let step = crate::progress::Step::start(&format!("down {}", env.name), false);
+    let result = crate::strategy::converge(&target, None, &step)
+        .await
+        .and_then(|()| target.stop_balancer());
+    step.finish(if result.is_ok() { "done" } else { "FAILED" });
+    lock::release(&target, &held).await?;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}

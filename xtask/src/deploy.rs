@@ -1,0 +1,304 @@
+//! deploy and rollback: lock, record, run the strategy, and when anything
+//! fails (a gate, the verification window, Ctrl-C) converge back to the
+//! active release, record the failure with its reason and unlock. A run that
+//! died without cleaning up (kill -9) is finished by the next one.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::{
+    environment::{self, Environment, Strategy},
+    lock::{self, LockInfo},
+    progress::Step,
+    release::{self, History, Release},
+    strategy::{self, Plan},
+    target::Target,
+};
+
+/// What to deploy: a new image, or an earlier release restored.
+pub enum Source {
+    Image {
+        image: String,
+        overrides: BTreeMap<String, String>,
+    },
+    Restore {
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeployReport {
+    pub environment: String,
+    pub release: Release,
+    pub strategy: Strategy,
+    pub succeeded: bool,
+    pub seconds: f64,
+    pub public_url: String,
+    /// When a failed release was rolled back: from its first failed probe to the previous release serving alone.
+    pub rollback_seconds: Option<f64>,
+    /// The failing instance's last log lines.
+    pub failure_logs: Option<String>,
+}
+
+pub struct Options {
+    pub strategy: Option<Strategy>,
+    pub quiet: bool,
+    pub command: String,
+}
+
+/// The fully resolved environment of a release: plain variables plus secrets, resolved here.
+pub fn resolve_env(release: &Release) -> Result<BTreeMap<String, String>> {
+    let mut env = release.env.clone();
+    for (name, reference) in &release.secrets {
+        env.insert(name.clone(), environment::resolve_secret(name, reference)?);
+    }
+    Ok(env)
+}
+
+fn plan_for<'a>(release: &'a Release, env: &'a Environment) -> Result<Plan<'a>> {
+    Ok(Plan {
+        release,
+        env: resolve_env(release)?,
+        health: &env.file.health,
+        replicas: release.replicas,
+    })
+}
+
+/// Finishes what an earlier run left: an in-progress release is marked
+/// failed and the target converges to the active release. Needs the lock.
+pub async fn recover(
+    target: &impl Target,
+    env: &Environment,
+    history: &mut History,
+    quiet: bool,
+) -> Result<bool> {
+    let interrupted = history.in_progress().map(|r| r.id.clone());
+    if let Some(id) = &interrupted {
+        history.fail(
+            id,
+            "interrupted: the deploy that started it stopped before finishing",
+            &release::now(),
+        );
+        target.write_history(history).await?;
+    }
+    let step = Step::start("converge", quiet);
+    let active = history.active().cloned();
+    let plan = active.as_ref().map(|r| plan_for(r, env)).transpose()?;
+    strategy::converge(target, plan.as_ref(), &step).await?;
+    step.finish("done");
+    Ok(interrupted.is_some())
+}
+
+pub async fn run(
+    target: &impl Target,
+    env: &Environment,
+    source: Source,
+    options: &Options,
+) -> Result<DeployReport> {
+    let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
+    let held = lock::acquire(target, &env.name, LockInfo::mine(&options.command, ttl)).await?;
+    let result = locked(target, env, source, options, held.took_over.is_some()).await;
+    let unlocked = lock::release(target, &held).await;
+    let report = result?;
+    unlocked.context("releasing the lock")?;
+    Ok(report)
+}
+
+async fn locked(
+    target: &impl Target,
+    env: &Environment,
+    source: Source,
+    options: &Options,
+    took_over: bool,
+) -> Result<DeployReport> {
+    let mut history = target.read_history().await?;
+    if took_over || history.in_progress().is_some() {
+        eprintln!("finishing what an earlier, interrupted run left behind");
+        recover(target, env, &mut history, options.quiet).await?;
+    }
+    let release = new_release(target, env, &history, source, options).await?;
+    let id = history.begin(release);
+    target.write_history(&history).await?;
+    let release = history.get(&id).expect("just recorded").clone();
+    let plan = plan_for(&release, env)?;
+    let started = Instant::now();
+
+    let step = Step::start(
+        &format!(
+            "{} {} ({:?})",
+            if release.restores.is_some() {
+                "rollback to"
+            } else {
+                "deploy"
+            },
+            release.id,
+            release.strategy
+        ),
+        options.quiet,
+    );
+    let outcome = tokio::select! {
+        outcome = async {
+            match release.strategy {
+                Strategy::Rolling => strategy::rolling(target, &plan, &step).await,
+                Strategy::BlueGreen => strategy::blue_green(target, &plan, &step).await,
+            }
+        } => outcome,
+        signal = interrupted() => Err(strategy::Failure { reason: format!("interrupted by {signal}"), instance: None, first_failure: Some(Instant::now()) }),
+    };
+    let outcome = match outcome {
+        Ok(()) => {
+            // Rolling verifies once every slot has moved; blue-green did before stopping the old set.
+            if release.strategy == Strategy::Rolling {
+                crate::health::verify_public(target, plan.health, &step)
+                    .await
+                    .map_err(|reason| strategy::Failure {
+                        reason,
+                        instance: None,
+                        first_failure: Some(Instant::now()),
+                    })
+            } else {
+                Ok(0)
+            }
+        }
+        Err(failure) => Err(failure),
+    };
+    match outcome {
+        Ok(_) => {
+            step.finish("done");
+            history.activate(&id, &release::now());
+            history.trim(env.file.deploy.keep_releases);
+            target.write_history(&history).await?;
+            let release = history.get(&id).cloned().expect("kept: it is active");
+            Ok(DeployReport {
+                environment: env.name.clone(),
+                strategy: release.strategy,
+                release,
+                succeeded: true,
+                seconds: started.elapsed().as_secs_f64(),
+                public_url: target.public_url(),
+                rollback_seconds: None,
+                failure_logs: None,
+            })
+        }
+        Err(failure) => {
+            step.finish("FAILED");
+            let logs = match &failure.instance {
+                Some(instance) => Some(
+                    target
+                        .instance_logs(instance, 20)
+                        .await
+                        .unwrap_or_else(|e| format!("(no logs: {e:#})")),
+                ),
+                None => None,
+            };
+            eprintln!(
+                "{} failed: {}; rolling back to the previous release",
+                release.id, failure.reason
+            );
+            let active = history.active().cloned();
+            let restore = active.as_ref().map(|r| plan_for(r, env)).transpose()?;
+            let converge_step = Step::start("automatic rollback", options.quiet);
+            let converged = strategy::converge(target, restore.as_ref(), &converge_step).await;
+            converge_step.finish(if converged.is_ok() { "done" } else { "FAILED" });
+            let rollback_seconds = failure.first_failure.map(|t| t.elapsed().as_secs_f64());
+            let reason = match &converged {
+                Ok(()) => failure.reason.clone(),
+                Err(e) => format!("{}; and the rollback failed too: {e:#}", failure.reason),
+            };
+            history.fail(&id, &reason, &release::now());
+            history.trim(env.file.deploy.keep_releases);
+            target.write_history(&history).await?;
+            let release = history.get(&id).cloned().unwrap_or(release);
+            Ok(DeployReport {
+                environment: env.name.clone(),
+                strategy: release.strategy,
+                release,
+                succeeded: false,
+                seconds: started.elapsed().as_secs_f64(),
+                public_url: target.public_url(),
+                rollback_seconds,
+                failure_logs: logs,
+            })
+        }
+    }
+}
+
+async fn new_release(
+    target: &impl Target,
+    env: &Environment,
+    history: &History,
+    source: Source,
+    options: &Options,
+) -> Result<Release> {
+    let base = Release {
+        id: String::new(),
+        image: String::new(),
+        image_id: String::new(),
+        env: env.file.app.env.clone(),
+        secrets: env.file.app.secrets.clone(),
+        strategy: options.strategy.unwrap_or(env.file.deploy.strategy),
+        replicas: env.file.deploy.replicas,
+        started_at: release::now(),
+        finished_at: None,
+        by: release::deployer(),
+        outcome: release::Outcome::InProgress,
+        reason: None,
+        restores: None,
+    };
+    match source {
+        Source::Image { image, overrides } => {
+            for key in overrides.keys() {
+                if release::PLATFORM_ENV.contains(&key.as_str()) {
+                    bail!("--env {key}=…: {key} is set by the deploy engine");
+                }
+            }
+            let image_id = target.image_id(&image).await?.with_context(|| {
+                format!("image {image} is not in the target: build or pull it first")
+            })?;
+            let mut env_vars = base.env.clone();
+            env_vars.extend(overrides);
+            Ok(Release {
+                image,
+                image_id,
+                env: env_vars,
+                ..base
+            })
+        }
+        Source::Restore { to } => {
+            let chosen = match &to {
+                Some(id) => history.get(id).with_context(|| {
+                    let kept: Vec<&str> = history.releases.iter().map(|r| r.id.as_str()).collect();
+                    format!("--to {id}: no such release in the history of {} (kept: {})", env.name, kept.join(", "))
+                })?,
+                None => history.previous_good().with_context(|| format!("{}: no earlier good release to roll back to (see `cargo xtask history -e {}`)", env.name, env.name))?,
+            };
+            if target.image_id(&chosen.image).await?.is_none() {
+                bail!("release {}: its image {} is no longer in the target; it cannot be restored without a registry", chosen.id, chosen.image);
+            }
+            Ok(Release {
+                image: chosen.image.clone(),
+                image_id: chosen.image_id.clone(),
+                env: chosen.env.clone(),
+                secrets: chosen.secrets.clone(),
+                replicas: chosen.replicas,
+                restores: Some(chosen.id.clone()),
+                ..base
+            })
+        }
+    }
+}
+
+/// Ctrl-C in a terminal, or the SIGTERM a CI runner sends on cancel.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT (Ctrl-C)",
+    }
+}

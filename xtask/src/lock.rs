@@ -1,0 +1,138 @@
+//! One deploy per environment at a time. The lock is a record in the target
+//! (created only if absent, so two deployers cannot both win), naming its
+//! holder. A holder that is gone (same host, dead pid) or whose time-to-live
+//! has passed is taken over, with a warning.
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::release;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockInfo {
+    pub holder: String,
+    pub host: String,
+    pub pid: u32,
+    /// Unix seconds.
+    pub since: i64,
+    pub ttl_seconds: u64,
+    pub command: String,
+}
+
+impl LockInfo {
+    pub fn mine(command: &str, ttl: Duration) -> LockInfo {
+        LockInfo {
+            holder: release::deployer(),
+            host: release::hostname(),
+            pid: std::process::id(),
+            since: chrono::Utc::now().timestamp(),
+            ttl_seconds: ttl.as_secs(),
+            command: command.to_owned(),
+        }
+    }
+
+    pub fn expired(&self, now: i64) -> bool {
+        now > self.since + self.ttl_seconds as i64
+    }
+
+    /// Only provable on the holder's own host: a pid elsewhere means nothing here.
+    pub fn holder_gone(&self) -> bool {
+        self.host == release::hostname()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    pub fn describe(&self) -> String {
+        let since = chrono::DateTime::from_timestamp(self.since, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        format!(
+            "{} (pid {} on {}, `{}`, since {since}, expires after {}s)",
+            self.holder, self.pid, self.host, self.command, self.ttl_seconds
+        )
+    }
+}
+
+/// Where a target keeps its lock. `create` must be atomic: false when one exists.
+#[allow(async_fn_in_trait)]
+pub trait LockStore {
+    async fn lock_create(&self, info: &LockInfo) -> Result<bool>;
+    /// The current lock and an opaque token that names exactly that lock.
+    async fn lock_read(&self) -> Result<Option<(String, LockInfo)>>;
+    /// Removes the lock named by `token`, and no newer one.
+    async fn lock_remove(&self, token: &str) -> Result<()>;
+}
+
+pub struct Held {
+    pub info: LockInfo,
+    /// Set when a stale lock was taken over: the previous holder may have left work half done.
+    pub took_over: Option<LockInfo>,
+}
+
+pub async fn acquire(store: &impl LockStore, env: &str, info: LockInfo) -> Result<Held> {
+    if store.lock_create(&info).await? {
+        return Ok(Held {
+            info,
+            took_over: None,
+        });
+    }
+    let Some((token, existing)) = store.lock_read().await? else {
+        // Released between our create and read: try once more.
+        if store.lock_create(&info).await? {
+            return Ok(Held {
+                info,
+                took_over: None,
+            });
+        }
+        bail!("environment {env} is locked by another deploy that just started; try again");
+    };
+    let now = chrono::Utc::now().timestamp();
+    let why = if existing.holder_gone() {
+        "its process is gone"
+    } else if existing.expired(now) {
+        "its time-to-live has passed"
+    } else {
+        bail!(
+            "environment {env} is locked by {}\nwait for it to finish, or if it is stuck: cargo xtask lock release -e {env}",
+            existing.describe()
+        );
+    };
+    eprintln!(
+        "warning: taking over the lock on {env} from {}: {why}",
+        existing.describe()
+    );
+    store.lock_remove(&token).await?;
+    if !store.lock_create(&info).await? {
+        bail!("environment {env}: another deploy took over the stale lock first; try again");
+    }
+    Ok(Held {
+        info,
+        took_over: Some(existing),
+    })
+}
+
+pub async fn release(store: &impl LockStore, held: &Held) -> Result<()> {
+    if let Some((token, current)) = store.lock_read().await? {
+        if current == held.info {
+            store.lock_remove(&token).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_liveness() {
+        let mut info = LockInfo::mine("deploy", Duration::from_secs(60));
+        assert!(!info.expired(info.since + 59));
+        assert!(info.expired(info.since + 61));
+        assert!(!info.holder_gone(), "this process is alive");
+        info.pid = u32::MAX - 1;
+        assert!(info.holder_gone());
+        info.host = "elsewhere".into();
+        assert!(!info.holder_gone(), "a pid on another host proves nothing");
+    }
+}

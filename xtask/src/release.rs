@@ -1,0 +1,286 @@
+//! Release history: what was deployed, when, by whom, and how it ended.
+//! Kept in the target (see each target's record store), never only on the
+//! machine that deployed, so rollback and status work from any runner.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::environment::Strategy;
+
+/// Variables the deploy engine sets itself; users may not override them.
+/// (PORT may be set: the engine publishes whatever port the release uses.)
+pub const PLATFORM_ENV: &[&str] = &["BIND", "LISTEN_SOCKET", "DRAIN_SECONDS"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    InProgress,
+    Active,
+    Superseded,
+    Failed,
+    RolledBack,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in progress",
+            Outcome::Active => "active",
+            Outcome::Superseded => "superseded",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled back",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Release {
+    /// `r<seq>`: short, ordered, and safe in container names.
+    pub id: String,
+    pub image: String,
+    pub image_id: String,
+    /// Plain app variables, merged from the environment file and `--env` at deploy time,
+    /// so a rollback restores exactly what ran.
+    pub env: BTreeMap<String, String>,
+    /// Secret NAME -> reference (`env:X`, `file:/p`); values are resolved at each deploy, never stored.
+    pub secrets: BTreeMap<String, String>,
+    pub strategy: Strategy,
+    pub replicas: usize,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub by: String,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    /// Set on releases made by `rollback`: the release whose image and env they restore.
+    pub restores: Option<String>,
+}
+
+impl Release {
+    /// Instance colour: alternates by release number, so blue-green sets are told apart.
+    pub fn color(&self) -> &'static str {
+        let seq: u64 = self.id.trim_start_matches('r').parse().unwrap_or(0);
+        if seq.is_multiple_of(2) {
+            "blue"
+        } else {
+            "green"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    /// Oldest first.
+    pub releases: Vec<Release>,
+    pub next_seq: u64,
+}
+
+impl History {
+    pub fn active(&self) -> Option<&Release> {
+        self.releases
+            .iter()
+            .rev()
+            .find(|r| r.outcome == Outcome::Active)
+    }
+
+    pub fn in_progress(&self) -> Option<&Release> {
+        self.releases
+            .iter()
+            .rev()
+            .find(|r| r.outcome == Outcome::InProgress)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Release> {
+        self.releases.iter().find(|r| r.id == id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Release> {
+        self.releases.iter_mut().find(|r| r.id == id)
+    }
+
+    /// The release `rollback` without `--to` returns to: the newest one that
+    /// served successfully before the active one.
+    pub fn previous_good(&self) -> Option<&Release> {
+        let active = self.active()?;
+        self.releases
+            .iter()
+            .rev()
+            .filter(|r| r.id != active.id)
+            .find(|r| matches!(r.outcome, Outcome::Superseded | Outcome::RolledBack))
+    }
+
+    /// Records a new release as in progress and returns its id.
+    pub fn begin(&mut self, mut release: Release) -> String {
+        self.next_seq += 1;
+        release.id = format!("r{}", self.next_seq);
+        release.outcome = Outcome::InProgress;
+        let id = release.id.clone();
+        self.releases.push(release);
+        id
+    }
+
+    /// The release serves now; the one before it is superseded (or rolled back, when this restores another).
+    pub fn activate(&mut self, id: &str, now: &str) {
+        let restores = self.get(id).and_then(|r| r.restores.clone());
+        let previous = self.active().map(|r| r.id.clone());
+        if let Some(previous) = previous.filter(|p| p != id) {
+            let r = self.get_mut(&previous).expect("active release exists");
+            r.outcome = if restores.is_some() {
+                Outcome::RolledBack
+            } else {
+                Outcome::Superseded
+            };
+            if let Some(target) = &restores {
+                r.reason = Some(format!("rolled back to {target}"));
+            }
+        }
+        if let Some(r) = self.get_mut(id) {
+            r.outcome = Outcome::Active;
+            r.finished_at = Some(now.to_owned());
+        }
+    }
+
+    pub fn fail(&mut self, id: &str, reason: &str, now: &str) {
+        if let Some(r) = self.get_mut(id) {
+            r.outcome = Outcome::Failed;
+            r.reason = Some(reason.to_owned());
+            r.finished_at = Some(now.to_owned());
+        }
+    }
+
+    /// Keeps the newest `keep` releases, and the active one whatever its age.
+    pub fn trim(&mut self, keep: usize) {
+        let active = self.active().map(|r| r.id.clone());
+        let excess = self.releases.len().saturating_sub(keep);
+        let mut dropped = 0;
+        self.releases.retain(|r| {
+            if dropped < excess && Some(&r.id) != active.as_ref() {
+                dropped += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// Who deployed: the CI actor when there is one, else user@host.
+pub fn deployer() -> String {
+    if let (Ok(actor), Ok(run)) = (
+        std::env::var("GITHUB_ACTOR"),
+        std::env::var("GITHUB_RUN_ID"),
+    ) {
+        return format!("{actor} (GitHub Actions run {run})");
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{}", hostname())
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// For display: secret-looking values and URL passwords hidden.
+pub fn redact(name: &str, value: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    if ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"]
+        .iter()
+        .any(|w| upper.contains(w))
+    {
+        return "***".into();
+    }
+    match (value.find("://"), value.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &value[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}{user}:***{}", &value[..scheme_end + 3], &value[at..])
+                }
+                None => value.to_owned(),
+            }
+        }
+        _ => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(image: &str) -> Release {
+        Release {
+            id: String::new(),
+            image: image.into(),
+            image_id: "sha256:x".into(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            strategy: Strategy::Rolling,
+            replicas: 1,
+            started_at: now(),
+            finished_at: None,
+            by: "t".into(),
+            outcome: Outcome::InProgress,
+            reason: None,
+            restores: None,
+        }
+    }
+
+    #[test]
+    fn releases_move_through_their_outcomes() {
+        let mut h = History::default();
+        let r1 = h.begin(release("a:1"));
+        h.activate(&r1, "t1");
+        let r2 = h.begin(release("a:2"));
+        h.fail(&r2, "never ready", "t2");
+        assert_eq!(h.active().unwrap().id, "r1");
+        let r3 = h.begin(release("a:3"));
+        h.activate(&r3, "t3");
+        assert_eq!(h.get("r1").unwrap().outcome, Outcome::Superseded);
+        assert_eq!(
+            h.previous_good().unwrap().id,
+            "r1",
+            "the failed r2 is skipped"
+        );
+        let mut back = release("a:1");
+        back.restores = Some("r1".into());
+        let r4 = h.begin(back);
+        h.activate(&r4, "t4");
+        assert_eq!(h.get("r3").unwrap().outcome, Outcome::RolledBack);
+        assert_eq!(
+            h.get("r3").unwrap().reason.as_deref(),
+            Some("rolled back to r1")
+        );
+    }
+
+    #[test]
+    fn trimming_keeps_the_newest_and_the_active() {
+        let mut h = History::default();
+        let first = h.begin(release("a:1"));
+        h.activate(&first, "t");
+        for _ in 0..6 {
+            let id = h.begin(release("a:x"));
+            h.fail(&id, "bad", "t");
+        }
+        h.trim(3);
+        let ids: Vec<&str> = h.releases.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r6", "r7"]);
+    }
+
+    #[test]
+    fn redaction_hides_secret_names_and_url_passwords() {
+        assert_eq!(redact("DB_PASSWORD", "x"), "***");
+        assert_eq!(
+            redact("DATABASE_URL", "postgres://app:pw@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact("LOG_FORMAT", "json"), "json");
+    }
+}
