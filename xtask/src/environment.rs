@@ -374,10 +374,10 @@ http_port = 18080
             .unwrap_err()
             .to_string();
         assert!(err.contains("canary") && err.contains("strategy"), "{err}");
-        let err = parse_str(&GOOD.replace("[health]", "[app.env]\nPORT = \"1\"\n[health]"))
+        let err = parse_str(&GOOD.replace("[health]", "[app.env]\nBIND = \"1\"\n[health]"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("app.env.PORT"), "{err}");
+        assert!(err.contains("app.env.BIND"), "{err}");
     }
 
     #[test]

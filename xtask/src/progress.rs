@@ -29,6 +29,10 @@ impl Step {
             bar
         });
         if bar.is_none() && !quiet {
+            if crate::report::github_actions() {
+                // A collapsible group per phase in the Actions log.
+                println!("::group::{name}");
+            }
             eprintln!("--> {name}");
         }
         Step {
@@ -63,7 +67,12 @@ impl Step {
             Some(bar) => {
                 bar.finish_with_message(format!("{outcome} in {:.1}s", elapsed.as_secs_f64()))
             }
-            None if !self.quiet => eprintln!("<-- {text}"),
+            None if !self.quiet => {
+                eprintln!("<-- {text}");
+                if crate::report::github_actions() {
+                    println!("::endgroup::");
+                }
+            }
             None => {}
         }
         elapsed

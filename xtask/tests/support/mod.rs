@@ -157,3 +157,33 @@ pub fn xtask(args: &[&str]) -> std::process::Output {
         .output()
         .expect("running the xtask binary")
 }
+
+pub mod deploy_env;
+pub mod load;
+
+static V2: OnceCell<String> = OnceCell::const_new();
+
+/// A second release: the app image plus a label, so it has its own image id.
+pub async fn second_image(docker: &Docker) -> String {
+    let base = built_image(docker).await.tags[0].clone();
+    V2.get_or_init(|| async {
+        let reference = "xtask-test-app:v2".to_owned();
+        let tar = image::context::tar(&format!("FROM {base}\nLABEL xtask.test.release=v2\n"), &[])
+            .unwrap();
+        image::build_context(docker, tar, std::slice::from_ref(&reference), true)
+            .await
+            .unwrap();
+        reference
+    })
+    .await
+    .clone()
+}
+
+/// Deploy tests share two cores: one at a time keeps their gates honest.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn workspace_env(name: &str) -> std::path::PathBuf {
+    xtask::workspace::root()
+        .join("infrastructure/environments")
+        .join(format!("{name}.toml"))
+}

@@ -1,0 +1,396 @@
+//! The deploy engine on the real engine and real nginx, with keep-alive load
+//! sent only to 127.0.0.1: zero failed requests through rolling and
+//! blue-green deploys and through automatic rollbacks.
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{deploy_env::TestEnv, load::Load};
+use xtask::target::Target;
+
+fn outcome_of(history: &Value, id: &str) -> (String, String) {
+    let r = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {history}"));
+    (
+        r["outcome"].as_str().unwrap().to_owned(),
+        r["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn load_against(env: &TestEnv) -> Load {
+    let client = env.target().await.public_client().unwrap();
+    let load = Load::start(client, format!("{}/version", env.public_url()), 4);
+    // Every worker has a live keep-alive connection before anything changes.
+    while load.ok_so_far() < 50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    load
+}
+
+/// Instances of the environment, as (release, routed) pairs.
+async fn instances(env: &TestEnv) -> Vec<(String, bool)> {
+    let target = env.target().await;
+    let routes = target.routes().await.unwrap();
+    target
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.release.clone(), routes.contains(&Some(i.name))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_and_blue_green_deploys_under_keep_alive_load_fail_no_request() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    let env = TestEnv::new("zero", "rolling", 0);
+
+    let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
+    assert!(ok, "{stderr}");
+    assert_eq!(first["release"]["outcome"], "active");
+
+    let load = load_against(&env).await;
+    let before = load.ok_so_far();
+    let (ok, rolling, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(ok, "{stderr}");
+    assert!(
+        load.ok_so_far() > before + 100,
+        "load ran during the rolling deploy"
+    );
+    assert_eq!(
+        (
+            rolling["strategy"].as_str(),
+            rolling["release"]["image"].as_str()
+        ),
+        (Some("rolling"), Some(v2.as_str()))
+    );
+    let before = load.ok_so_far();
+    let (ok, blue_green, stderr) =
+        env.xtask_json(&["deploy", "--image", &v1, "--strategy", "blue-green"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        load.ok_so_far() > before + 100,
+        "load ran during the blue-green deploy"
+    );
+    assert_eq!(blue_green["strategy"], "blue-green");
+    let report = load.stop().await;
+
+    assert_eq!(
+        report.failed, 0,
+        "failed requests during deploys: {:?}",
+        report.errors
+    );
+    assert!(
+        report.ok > 200,
+        "the load generator barely ran: {} requests",
+        report.ok
+    );
+    let (_, history, _) = env.xtask_json(&["history"]);
+    assert_eq!(outcome_of(&history, "r1").0, "superseded");
+    assert_eq!(outcome_of(&history, "r2").0, "superseded");
+    assert_eq!(outcome_of(&history, "r3").0, "active");
+    let running = instances(&env).await;
+    assert_eq!(running.len(), 3, "old instances were stopped: {running:?}");
+    assert!(
+        running
+            .iter()
+            .all(|(release, routed)| release == "r3" && *routed),
+        "{running:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_ready_and_crashing_releases_roll_back_by_themselves_without_a_failed_request() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    let env = TestEnv::new("bad", "rolling", 0);
+    assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
+
+    let load = load_against(&env).await;
+    let before = load.ok_so_far();
+    let (ok, never_ready, _) = env.xtask_json(&[
+        "deploy",
+        "--image",
+        &v2,
+        "--env",
+        "DATABASE_URL=postgres://127.0.0.1:1/x",
+    ]);
+    assert!(!ok, "a release that never gets ready must exit non-zero");
+    assert_eq!(never_ready["release"]["outcome"], "failed");
+    assert!(
+        never_ready["release"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 503"),
+        "{never_ready}"
+    );
+    assert!(
+        never_ready["failure_logs"]
+            .as_str()
+            .unwrap()
+            .contains("start-up check failed"),
+        "the failing instance's log is shown"
+    );
+    assert!(never_ready["rollback_seconds"].as_f64().unwrap() < 10.0);
+
+    let (ok, crashing, _) = env.xtask_json(&[
+        "deploy",
+        "--image",
+        &v2,
+        "--env",
+        "PORT=abc",
+        "--strategy",
+        "blue-green",
+    ]);
+    assert!(!ok);
+    let reason = crashing["release"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("restarted") || reason.contains("exited"),
+        "{reason}"
+    );
+    assert!(
+        crashing["failure_logs"]
+            .as_str()
+            .unwrap()
+            .contains("PORT=abc: not a port number"),
+        "{crashing}"
+    );
+    assert!(
+        load.ok_so_far() > before + 100,
+        "load ran during both failed deploys"
+    );
+    let report = load.stop().await;
+
+    assert_eq!(
+        report.failed, 0,
+        "the previous release must keep serving: {:?}",
+        report.errors
+    );
+    let (_, history, _) = env.xtask_json(&["history"]);
+    assert_eq!(outcome_of(&history, "r1").0, "active");
+    assert_eq!(
+        outcome_of(&history, "r2"),
+        (
+            "failed".to_owned(),
+            never_ready["release"]["reason"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        )
+    );
+    assert_eq!(outcome_of(&history, "r3").0, "failed");
+    let running = instances(&env).await;
+    assert_eq!(
+        running,
+        vec![("r1".to_owned(), true); 3],
+        "no orphan of the failed releases"
+    );
+}
+
+/// The value of `name` in a running instance's environment.
+async fn instance_env(env: &TestEnv, name: &str) -> Vec<String> {
+    let target = env.target().await;
+    let mut values = Vec::new();
+    for instance in target.instances().await.unwrap() {
+        let inspect = target
+            .docker()
+            .inspect_container(&instance.id, None)
+            .await
+            .unwrap();
+        let vars = inspect.config.unwrap().env.unwrap_or_default();
+        values.extend(
+            vars.into_iter()
+                .filter_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_owned)),
+        );
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_process() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    let env = TestEnv::new("back", "rolling", 0);
+    assert!(
+        env.xtask_json(&["deploy", "--image", &v1, "--env", "GREETING=one"])
+            .0
+    );
+    assert!(
+        env.xtask_json(&["deploy", "--image", &v2, "--env", "GREETING=two"])
+            .0
+    );
+    assert_eq!(instance_env(&env, "GREETING").await, vec!["two"; 3]);
+
+    // Each command is a new process with no local state: everything comes from the engine.
+    let (ok, back, stderr) = env.xtask_json(&["rollback"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        (
+            back["release"]["restores"].as_str(),
+            back["release"]["image"].as_str()
+        ),
+        (Some("r1"), Some(v1.as_str()))
+    );
+    assert_eq!(
+        instance_env(&env, "GREETING").await,
+        vec!["one"; 3],
+        "rollback restores the release's env"
+    );
+
+    let (ok, forward, stderr) = env.xtask_json(&["rollback", "--to", "r2"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(forward["release"]["image"], v2.as_str());
+    assert_eq!(instance_env(&env, "GREETING").await, vec!["two"; 3]);
+    let (_, history, _) = env.xtask_json(&["history"]);
+    assert_eq!(
+        outcome_of(&history, "r3"),
+        ("rolled-back".to_owned(), "rolled back to r2".to_owned())
+    );
+
+    let missing = env.xtask(&["rollback", "--to", "r99"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("--to r99: no such release") && stderr.contains("kept: r1, r2, r3, r4"),
+        "{stderr}"
+    );
+}
+
+fn spawn_deploy(env: &TestEnv, image: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--image", image, "--json", "-e", env.arg()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the environment's lock is taken (the spawned deploy is under way).
+async fn wait_for_lock(env: &TestEnv) {
+    for _ in 0..200 {
+        if xtask::lock::LockStore::lock_read(&env.target().await)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the deploy never took the lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_are_refused_and_killed_or_interrupted_ones_are_cleaned_up() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    // Every gate waits 2 s before its first probe: time to act mid-deploy.
+    let env = TestEnv::new("lock", "rolling", 2000);
+    assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
+
+    let mut first = spawn_deploy(&env, &v2);
+    wait_for_lock(&env).await;
+    let second = env.xtask(&["deploy", "--image", &v2]);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("is locked by") && stderr.contains(&format!("pid {}", first.id())),
+        "names the holder: {stderr}"
+    );
+
+    // kill -9 mid-gate: a new instance is up, the lock and an in-progress record are left behind.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        instances(&env)
+            .await
+            .iter()
+            .any(|(release, _)| release == "r2"),
+        "the killed deploy had started an instance"
+    );
+
+    let (ok, next, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(ok, "the next deploy needs no manual step: {stderr}");
+    assert!(stderr.contains("taking over the lock"), "{stderr}");
+    assert_eq!(next["release"]["id"], "r3");
+    let (_, history, _) = env.xtask_json(&["history"]);
+    assert!(
+        outcome_of(&history, "r2").1.starts_with("interrupted"),
+        "{history}"
+    );
+    assert_eq!(
+        instances(&env).await,
+        vec![("r3".to_owned(), true); 3],
+        "no orphan containers"
+    );
+
+    // Ctrl-C mid-deploy rolls back what is half done and frees the lock.
+    let interrupted = spawn_deploy(&env, &v1);
+    wait_for_lock(&env).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(interrupted.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = interrupted.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["release"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by SIGINT"),
+        "{report}"
+    );
+    assert!(
+        xtask::lock::LockStore::lock_read(&env.target().await)
+            .await
+            .unwrap()
+            .is_none(),
+        "lock released"
+    );
+    assert_eq!(instances(&env).await, vec![("r3".to_owned(), true); 3]);
+}
+
+#[test]
+fn a_bad_environment_file_is_named_with_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "[target]\nkind = \"docker\"\n[image]\nrepo = \"x\"\n[deploy]\nreplicas = 0\nstrategy = \"rolling\"\n").unwrap();
+    let out = support::xtask(&["deploy", "-e", path.to_str().unwrap(), "--image", "x:1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("health"),
+        "missing [health] named: {stderr}"
+    );
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(support::workspace_env("dev"))
+            .unwrap()
+            .replace("replicas = 3", "replicas = 0"),
+    )
+    .unwrap();
+    let out = support::xtask(&["deploy", "-e", path.to_str().unwrap(), "--image", "x:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.toml: deploy.replicas = 0: must be between 1 and 50"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,142 @@
+//! A throwaway environment for deploy tests: its own name, ports and state,
+//! all removed on drop (instances, records, nginx, runtime folder).
+use std::{collections::HashMap, path::PathBuf, process::Output};
+
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use xtask::{environment, target::docker::DockerTarget};
+
+pub struct TestEnv {
+    pub name: String,
+    pub path: PathBuf,
+    pub https_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// `extra_health` replaces health lines, e.g. `initial_delay_ms = 2000`.
+    pub fn new(label: &str, strategy: &str, initial_delay_ms: u64) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let mut suffix = [0u8; 3];
+        getrandom::fill(&mut suffix).unwrap();
+        let name = format!(
+            "t{}-{label}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let (https_port, http_port) = (super::free_port(), super::free_port());
+        let text = format!(
+            r#"[target]
+kind = "docker"
+[image]
+repo = "xtask-test-app"
+[deploy]
+replicas = 3
+strategy = "{strategy}"
+keep_releases = 5
+lock_ttl_seconds = 600
+[app.env]
+LOG_FORMAT = "json"
+[health]
+path = "/ready"
+interval_ms = 100
+timeout_ms = 1000
+initial_delay_ms = {initial_delay_ms}
+success_threshold = 2
+failure_threshold = 3
+deadline_seconds = 30
+drain_seconds = 0.5
+verify_seconds = 1
+[balancer]
+https_port = {https_port}
+http_port = {http_port}
+api_rate = 1000000
+"#
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        TestEnv {
+            name,
+            path,
+            https_port,
+            _dir: dir,
+        }
+    }
+
+    pub fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// Runs `cargo xtask ARGS -e <this env>` in a fresh process. Blocks this
+    /// worker only (tests run multi-threaded), so load tasks keep running.
+    pub fn xtask(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-e", self.arg()]);
+        tokio::task::block_in_place(|| super::xtask(&all))
+    }
+
+    /// Like `xtask`, with `--json` parsed; panics with stderr when stdout is not JSON.
+    pub fn xtask_json(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.xtask(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}); stderr:\n{stderr}"));
+        (out.status.success(), json, stderr)
+    }
+
+    pub async fn target(&self) -> DockerTarget {
+        DockerTarget::connect(&environment::load(self.arg()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub fn public_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let path = self.arg().to_owned();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let Ok(env) = environment::load(&path) else {
+                        return;
+                    };
+                    let Ok(target) = DockerTarget::connect(&env).await else {
+                        return;
+                    };
+                    let _ = target.stop_balancer();
+                    let filters = HashMap::from([(
+                        "label".to_owned(),
+                        vec![format!("xtask.scope={}", target.scope())],
+                    )]);
+                    let options = ListContainersOptionsBuilder::default()
+                        .all(true)
+                        .filters(&filters)
+                        .build();
+                    for c in target
+                        .docker()
+                        .list_containers(Some(options))
+                        .await
+                        .unwrap_or_default()
+                    {
+                        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+                        let _ = target
+                            .docker()
+                            .remove_container(&c.id.unwrap_or_default(), Some(remove))
+                            .await;
+                    }
+                    let _ = std::fs::remove_dir_all(format!("/run/xtask/{}", target.scope()));
+                })
+        })
+        .join();
+    }
+}
