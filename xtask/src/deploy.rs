@@ -36,7 +36,10 @@ pub struct DeployReport {
     pub release: Release,
     pub strategy: Strategy,
     pub succeeded: bool,
+    /// Whole run, verification window included.
     pub seconds: f64,
+    /// From start until every slot served the new release (before verification).
+    pub traffic_moved_seconds: Option<f64>,
     pub public_url: String,
     /// When a failed release was rolled back: from its first failed probe to the previous release serving alone.
     pub rollback_seconds: Option<f64>,
@@ -121,6 +124,8 @@ async fn locked(
         recover(target, env, &mut history, options.quiet).await?;
     }
     let release = new_release(target, env, &history, source, options).await?;
+    // Secrets resolve before anything is recorded: a missing one is a plain error, not a failed release.
+    resolve_env(&release)?;
     let id = history.begin(release);
     target.write_history(&history).await?;
     let release = history.get(&id).expect("just recorded").clone();
@@ -140,31 +145,23 @@ async fn locked(
         ),
         options.quiet,
     );
+    let mut traffic_moved = None;
+    // Switch, then verify the public URL (blue-green's old set is still warm
+    // then), then retire what is out of traffic; Ctrl-C anywhere in it rolls back.
     let outcome = tokio::select! {
         outcome = async {
-            match release.strategy {
+            let switched = match release.strategy {
                 Strategy::Rolling => strategy::rolling(target, &plan, &step).await,
                 Strategy::BlueGreen => strategy::blue_green(target, &plan, &step).await,
-            }
+            }?;
+            traffic_moved = Some(started.elapsed().as_secs_f64());
+            crate::health::verify_public(target, plan.health, &step)
+                .await
+                .map_err(|reason| strategy::Failure { reason, instance: None, first_failure: Some(Instant::now()) })?;
+            strategy::retire(target, switched.retire, &step).await;
+            Ok(())
         } => outcome,
         signal = interrupted() => Err(strategy::Failure { reason: format!("interrupted by {signal}"), instance: None, first_failure: Some(Instant::now()) }),
-    };
-    let outcome = match outcome {
-        Ok(()) => {
-            // Rolling verifies once every slot has moved; blue-green did before stopping the old set.
-            if release.strategy == Strategy::Rolling {
-                crate::health::verify_public(target, plan.health, &step)
-                    .await
-                    .map_err(|reason| strategy::Failure {
-                        reason,
-                        instance: None,
-                        first_failure: Some(Instant::now()),
-                    })
-            } else {
-                Ok(0)
-            }
-        }
-        Err(failure) => Err(failure),
     };
     match outcome {
         Ok(_) => {
@@ -179,6 +176,7 @@ async fn locked(
                 release,
                 succeeded: true,
                 seconds: started.elapsed().as_secs_f64(),
+                traffic_moved_seconds: traffic_moved,
                 public_url: target.public_url(),
                 rollback_seconds: None,
                 failure_logs: None,
@@ -219,6 +217,7 @@ async fn locked(
                 release,
                 succeeded: false,
                 seconds: started.elapsed().as_secs_f64(),
+                traffic_moved_seconds: None,
                 public_url: target.public_url(),
                 rollback_seconds,
                 failure_logs: logs,

@@ -56,6 +56,18 @@ pub struct Release {
 }
 
 impl Release {
+    /// For output: `--env` values pass through `redact`, so a secret passed
+    /// that way (which it should not be) is not printed again.
+    pub fn redacted(&self) -> Release {
+        let mut shown = self.clone();
+        shown.env = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), redact(k, v)))
+            .collect();
+        shown
+    }
+
     /// Instance colour: alternates by release number, so blue-green sets are told apart.
     pub fn color(&self) -> &'static str {
         let seq: u64 = self.id.trim_start_matches('r').parse().unwrap_or(0);

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::Result;
-use futures_util::future::join_all;
+use futures_util::{future::join_all, stream::FuturesUnordered, StreamExt};
 
 use crate::{
     environment::HealthConfig,
@@ -21,6 +21,11 @@ pub struct Plan<'a> {
     pub env: BTreeMap<String, String>,
     pub health: &'a HealthConfig,
     pub replicas: usize,
+}
+
+/// Traffic has moved; what must go once the public URL passes verification.
+pub struct Switched {
+    pub retire: Vec<Instance>,
 }
 
 /// Why a strategy stopped. The caller converges back to the active release.
@@ -106,7 +111,11 @@ async fn stop_quietly(target: &impl Target, instance: Option<Instance>, step: &S
 
 /// Slot by slot: start one new instance (surge), gate it, move the slot to
 /// it, then drain and stop the old one while the next slot's instance starts.
-pub async fn rolling(target: &impl Target, plan: &Plan<'_>, step: &Step) -> Result<(), Failure> {
+pub async fn rolling(
+    target: &impl Target,
+    plan: &Plan<'_>,
+    step: &Step,
+) -> Result<Switched, Failure> {
     target
         .ensure_balancer(plan.replicas)
         .await
@@ -125,7 +134,10 @@ pub async fn rolling(target: &impl Target, plan: &Plan<'_>, step: &Step) -> Resu
         .filter(|i| !routes.contains(&Some(i.name.clone())))
         .cloned()
         .collect();
-    let mut retiring: Option<Instance> = None;
+    // Old instances drain and stop in the background while the next slot's
+    // instance starts; the last one waits for verification, in case traffic must come back.
+    let mut stopping = FuturesUnordered::new();
+    let mut last_old = None;
     for slot in 0..plan.replicas {
         let current = routed(slot);
         if let Some(current) = &current {
@@ -134,40 +146,71 @@ pub async fn rolling(target: &impl Target, plan: &Plan<'_>, step: &Step) -> Resu
             }
         }
         step.line(&format!("slot {slot}: starting {}", plan.release.id));
-        let spare = take_spare(target, &plan.release.id, &mut spares).await;
-        let (started, ()) = tokio::join!(
-            start_and_gate(target, plan, spare, step),
-            stop_quietly(target, retiring.take(), step)
-        );
-        let instance = started?;
+        let work = start_for_slot(target, plan, &mut spares, step);
+        tokio::pin!(work);
+        let instance = loop {
+            tokio::select! {
+                started = &mut work => break started?,
+                Some(()) = stopping.next(), if !stopping.is_empty() => {}
+            }
+        };
         target.route(slot, &instance).await.map_err(|e| Failure {
             instance: Some(instance.clone()),
             ..Failure::from_error(e)
         })?;
         step.line(&format!("slot {slot}: traffic moved to {}", instance.name));
-        retiring = current;
+        if let Some(old) = last_old.take() {
+            stopping.push(stop_quietly(target, Some(old), step));
+        }
+        last_old = current;
     }
-    stop_quietly(target, retiring, step).await;
-    Ok(())
+    while stopping.next().await.is_some() {}
+    Ok(Switched {
+        retire: last_old.into_iter().collect(),
+    })
 }
 
-/// The whole new set started and gated, all slots moved at once, the old set
-/// kept until the public URL passes the verification window, then stopped.
-pub async fn blue_green(target: &impl Target, plan: &Plan<'_>, step: &Step) -> Result<(), Failure> {
+/// A spare instance of the release when one is ready (a draining one is
+/// not), else a new one; a spare that fails its gate is dropped for a new one.
+async fn start_for_slot(
+    target: &impl Target,
+    plan: &Plan<'_>,
+    spares: &mut Vec<Instance>,
+    step: &Step,
+) -> Result<Instance, Failure> {
+    if let Some(spare) = take_spare(target, &plan.release.id, spares).await {
+        match start_and_gate(target, plan, Some(spare.clone()), step).await {
+            Ok(instance) => return Ok(instance),
+            Err(failure) => {
+                step.line(&format!(
+                    "spare {} not reusable ({}); starting a new one",
+                    spare.name, failure.reason
+                ));
+                stop_quietly(target, Some(spare), step).await;
+            }
+        }
+    }
+    start_and_gate(target, plan, None, step).await
+}
+
+/// The whole new set started and gated, then all slots moved at once. The
+/// old set keeps running, out of traffic, until the caller has verified the
+/// public URL: a failed verification moves the slots straight back to it.
+pub async fn blue_green(
+    target: &impl Target,
+    plan: &Plan<'_>,
+    step: &Step,
+) -> Result<Switched, Failure> {
     target
         .ensure_balancer(plan.replicas)
         .await
         .map_err(Failure::from_error)?;
     let instances = target.instances().await.map_err(Failure::from_error)?;
     let routes = target.routes().await.map_err(Failure::from_error)?;
-    let old: Vec<Option<Instance>> = (0..plan.replicas)
-        .map(|slot| {
-            routes
-                .get(slot)
-                .cloned()
-                .flatten()
-                .and_then(|name| instances.iter().find(|i| i.name == name).cloned())
-        })
+    let old: Vec<Instance> = routes
+        .iter()
+        .flatten()
+        .filter_map(|name| instances.iter().find(|i| &i.name == name).cloned())
         .collect();
     step.line(&format!(
         "starting {} instances of {} ({})",
@@ -178,16 +221,9 @@ pub async fn blue_green(target: &impl Target, plan: &Plan<'_>, step: &Step) -> R
     let gated =
         join_all((0..plan.replicas).map(|_| start_and_gate(target, plan, None, step))).await;
     let mut fresh = Vec::new();
-    let mut failure = None;
     for result in gated {
-        match result {
-            Ok(instance) => fresh.push(instance),
-            Err(f) => failure = failure.or(Some(f)),
-        }
-    }
-    if let Some(failure) = failure {
-        // The instances that did pass are orphans now: converge removes them.
-        return Err(failure);
+        // Instances that did pass become orphans on failure: converge removes them.
+        fresh.push(result?);
     }
     for (slot, instance) in fresh.iter().enumerate() {
         target
@@ -196,24 +232,20 @@ pub async fn blue_green(target: &impl Target, plan: &Plan<'_>, step: &Step) -> R
             .map_err(Failure::from_error)?;
     }
     step.line(&format!(
-        "all {} slots moved to {}; verifying",
+        "all {} slots moved to {}",
         plan.replicas, plan.release.id
     ));
-    if let Err(reason) = health::verify_public(target, plan.health, step).await {
-        let first_failure = Some(Instant::now());
-        for (slot, previous) in old.iter().enumerate() {
-            if let Some(previous) = previous {
-                let _ = target.route(slot, previous).await;
-            }
-        }
-        return Err(Failure {
-            reason,
-            instance: fresh.first().cloned(),
-            first_failure,
-        });
-    }
-    join_all(old.into_iter().map(|o| stop_quietly(target, o, step))).await;
-    Ok(())
+    Ok(Switched { retire: old })
+}
+
+/// Drains and stops instances that no longer get traffic.
+pub async fn retire(target: &impl Target, instances: Vec<Instance>, step: &Step) {
+    join_all(
+        instances
+            .into_iter()
+            .map(|o| stop_quietly(target, Some(o), step)),
+    )
+    .await;
 }
 
 /// Makes the target serve `active` on every slot (reusing its running

@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{deploy_env::TestEnv, load::Load};
+use support::deploy_env::TestEnv;
+use xtask::load::Load;
 use xtask::target::Target;
 
 fn outcome_of(history: &Value, id: &str) -> (String, String) {
@@ -259,6 +260,15 @@ async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_p
         ("rolled-back".to_owned(), "rolled back to r2".to_owned())
     );
 
+    // A value passed with --env under a secret-looking name is never printed back.
+    for command in [["history"], ["status"]] {
+        let (_, shown, _) = env.xtask_json(&command);
+        assert!(
+            !shown.to_string().contains("tok-4711-secret"),
+            "{command:?} printed the token: {shown}"
+        );
+    }
+
     let missing = env.xtask(&["rollback", "--to", "r99"]);
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
@@ -324,15 +334,26 @@ async fn concurrent_deploys_are_refused_and_killed_or_interrupted_ones_are_clean
         "the killed deploy had started an instance"
     );
 
-    let (ok, next, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
-    assert!(ok, "the next deploy needs no manual step: {stderr}");
+    // `status` finds the abandoned run and finishes its cleanup.
+    let (ok, status, stderr) = env.xtask_json(&["status"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(status["recovered_abandoned_run"], true, "{status}");
     assert!(stderr.contains("taking over the lock"), "{stderr}");
-    assert_eq!(next["release"]["id"], "r3");
+    assert_eq!(
+        instances(&env).await,
+        vec![("r1".to_owned(), true); 3],
+        "back to r1, no orphan"
+    );
     let (_, history, _) = env.xtask_json(&["history"]);
     assert!(
         outcome_of(&history, "r2").1.starts_with("interrupted"),
         "{history}"
     );
+    assert_eq!(outcome_of(&history, "r1").0, "active");
+
+    let (ok, next, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(ok, "the next deploy needs no manual step: {stderr}");
+    assert_eq!(next["release"]["id"], "r3");
     assert_eq!(
         instances(&env).await,
         vec![("r3".to_owned(), true); 3],
@@ -392,5 +413,36 @@ fn a_bad_environment_file_is_named_with_its_field() {
     assert!(
         stderr.contains("broken.toml: deploy.replicas = 0: must be between 1 and 50"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_stops_the_deploy_before_anything_is_recorded() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let env = TestEnv::new("secret", "rolling", 0);
+    env.append("[app.secrets]\nDATABASE_URL = \"env:XTASK_TEST_UNSET_SECRET\"\n");
+    let out = env.xtask(&["deploy", "--image", &v1]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "secret DATABASE_URL: environment variable XTASK_TEST_UNSET_SECRET is not set"
+        ),
+        "{stderr}"
+    );
+    let (_, history, _) = env.xtask_json(&["history"]);
+    assert_eq!(
+        history,
+        serde_json::json!([]),
+        "nothing recorded, nothing left in progress"
+    );
+    assert!(
+        xtask::lock::LockStore::lock_read(&env.target().await)
+            .await
+            .unwrap()
+            .is_none(),
+        "lock released"
     );
 }

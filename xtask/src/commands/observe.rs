@@ -74,7 +74,7 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
     let out = json!({
         "environment": env.name,
         "public_url": target.public_url(),
-        "active_release": active,
+        "active_release": active.map(|r| r.redacted()),
         "instances": instances,
         "slots": routes,
         "lock": lock,

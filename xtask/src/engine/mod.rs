@@ -165,7 +165,9 @@ async fn existing_engine() -> Option<String> {
         if answers(&host).await {
             return Some(host);
         }
-        eprintln!("DOCKER_HOST={host} does not answer; starting a private engine instead");
+        eprintln!(
+            "DOCKER_HOST={host} does not answer; trying the default socket, then a private engine"
+        );
     }
     let default = "unix:///var/run/docker.sock";
     (Path::new("/var/run/docker.sock").exists() && answers(default).await)
@@ -201,6 +203,15 @@ fn stop_recorded(state: &EngineState) -> Result<()> {
 /// The running engine for commands and tests: the recorded one, else
 /// DOCKER_HOST or the default socket. Fails with what to run when none answers.
 pub async fn require() -> Result<(Docker, Option<EngineState>)> {
+    // An explicit DOCKER_HOST is never silently swapped for another engine:
+    // deploying to the wrong one is worse than failing.
+    if let Ok(host) = std::env::var("DOCKER_HOST") {
+        if !answers(&host).await {
+            bail!("DOCKER_HOST={host} does not answer: start that engine, or unset DOCKER_HOST to use the one from `cargo xtask engine start`");
+        }
+        let state = load_state()?.filter(|s| s.docker_host == host);
+        return Ok((connect(&host).await?, state));
+    }
     if let Some(state) = load_state()? {
         if answers(&state.docker_host).await {
             return Ok((connect(&state.docker_host).await?, Some(state)));

@@ -1,8 +1,7 @@
 //! A throwaway environment for deploy tests: its own name, ports and state,
 //! all removed on drop (instances, records, nginx, runtime folder).
-use std::{collections::HashMap, path::PathBuf, process::Output};
+use std::{path::PathBuf, process::Output};
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use xtask::{environment, target::docker::DockerTarget};
 
 pub struct TestEnv {
@@ -64,6 +63,13 @@ api_rate = 1000000
         }
     }
 
+    /// Adds TOML at the end of the file (a new table).
+    pub fn append(&self, toml: &str) {
+        let mut text = std::fs::read_to_string(&self.path).unwrap();
+        text.push_str(toml);
+        std::fs::write(&self.path, text).unwrap();
+    }
+
     pub fn arg(&self) -> &str {
         self.path.to_str().unwrap()
     }
@@ -110,31 +116,9 @@ impl Drop for TestEnv {
                     let Ok(env) = environment::load(&path) else {
                         return;
                     };
-                    let Ok(target) = DockerTarget::connect(&env).await else {
-                        return;
-                    };
-                    let _ = target.stop_balancer();
-                    let filters = HashMap::from([(
-                        "label".to_owned(),
-                        vec![format!("xtask.scope={}", target.scope())],
-                    )]);
-                    let options = ListContainersOptionsBuilder::default()
-                        .all(true)
-                        .filters(&filters)
-                        .build();
-                    for c in target
-                        .docker()
-                        .list_containers(Some(options))
-                        .await
-                        .unwrap_or_default()
-                    {
-                        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-                        let _ = target
-                            .docker()
-                            .remove_container(&c.id.unwrap_or_default(), Some(remove))
-                            .await;
+                    if let Ok(target) = DockerTarget::connect(&env).await {
+                        let _ = target.destroy().await;
                     }
-                    let _ = std::fs::remove_dir_all(format!("/run/xtask/{}", target.scope()));
                 })
         })
         .join();
