@@ -48,6 +48,9 @@ pub enum Command {
     Up(commands::releases::EnvArg),
     /// Stop an environment's instances and balancer (history is kept)
     Down(commands::releases::EnvArg),
+    /// Benchmarks: image build and push, deploy and rollback, each against a baseline
+    #[command(subcommand)]
+    Bench(crate::bench::Bench),
     /// Validate every infrastructure file with the tool that reads it
     Lint {
         #[arg(long)]
@@ -92,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lock(action) => commands::releases::lock_command(action).await,
         Command::Up(args) => commands::releases::up(args).await,
         Command::Down(args) => commands::releases::down(args).await,
+        Command::Bench(bench) => crate::bench::run(bench).await,
         Command::Lint { json } => lint::run(json),
     }
 }

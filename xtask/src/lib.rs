@@ -1,5 +1,6 @@
 //! The library behind `cargo xtask`; integration tests use it directly.
 pub mod balancer;
+pub mod bench;
 pub mod ci;
 pub mod cli;
 pub mod commands;
@@ -10,6 +11,7 @@ pub mod environment;
 pub mod health;
 pub mod image;
 pub mod lint;
+pub mod load;
 pub mod lock;
 pub mod nginx;
 pub mod progress;

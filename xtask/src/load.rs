@@ -1,4 +1,5 @@
-//! A keep-alive load generator against the public URL (127.0.0.1 only).
+//! A keep-alive load generator for deploy tests and benchmarks (they aim it
+//! at 127.0.0.1 only).
 //! No retries: every connection error and every non-2xx counts as failed.
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
@@ -70,6 +71,10 @@ impl Load {
 
     pub fn ok_so_far(&self) -> u64 {
         self.ok.load(Ordering::Relaxed)
+    }
+
+    pub fn failed_so_far(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     pub async fn stop(self) -> LoadReport {

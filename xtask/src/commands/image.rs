@@ -102,6 +102,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
             repo,
             extra_tags: args.tags,
             quiet: args.json,
+            ..Default::default()
         },
     )
     .await?;

@@ -94,6 +94,7 @@ async fn current_image(target: &DockerTarget, env: &Environment, quiet: bool) ->
             repo: env.file.image.repo.clone(),
             extra_tags: vec![],
             quiet,
+            ..Default::default()
         };
         image::build(target.docker(), &request).await?;
     }
@@ -201,7 +202,10 @@ async fn dry_run(
 
 pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
     if json {
-        report::print_json(report);
+        let mut shown = serde_json::to_value(report).expect("serialisable report");
+        shown["release"] =
+            serde_json::to_value(report.release.redacted()).expect("serialisable release");
+        report::print_json(&shown);
     } else {
         let mut table = report::Table::new(
             &format!("{} on {}", report.release.id, report.environment),
@@ -211,6 +215,12 @@ pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
         table.row(vec!["image".into(), report.release.image.clone()]);
         table.row(vec!["strategy".into(), format!("{:?}", report.strategy)]);
         table.row(vec!["duration".into(), format!("{:.1}s", report.seconds)]);
+        if let Some(moved) = report.traffic_moved_seconds {
+            table.row(vec![
+                "traffic moved".into(),
+                format!("after {moved:.1}s (then verified)"),
+            ]);
+        }
         table.row(vec![
             "outcome".into(),
             report.release.outcome.as_str().into(),
@@ -250,7 +260,13 @@ pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
     let target = connect(&env).await?;
     let history = target.read_history().await?;
     if args.json {
-        report::print_json(&history.releases);
+        report::print_json(
+            &history
+                .releases
+                .iter()
+                .map(release::Release::redacted)
+                .collect::<Vec<_>>(),
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = report::Table::new(

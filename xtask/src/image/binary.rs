@@ -12,16 +12,21 @@ use crate::{progress::Step, workspace};
 
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
-pub fn path() -> PathBuf {
-    workspace::target_dir()
-        .join(TARGET)
-        .join("release")
-        .join("app")
+pub fn path(target_dir: &std::path::Path) -> PathBuf {
+    target_dir.join(TARGET).join("release").join("app")
 }
 
 /// `cargo build --release` of the app, statically linked. Output streams to
 /// the progress step; on failure the last lines are in the error.
-pub fn build_static(revision: &Revision, quiet: bool) -> Result<PathBuf> {
+/// `target_dir` is the workspace's unless a benchmark wants a cold one.
+pub fn build_static(
+    revision: &Revision,
+    target_dir: Option<&std::path::Path>,
+    quiet: bool,
+) -> Result<PathBuf> {
+    let target_dir = target_dir
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(workspace::target_dir);
     let step = Step::start("cargo build (static app)", quiet);
     let reader = duct::cmd!(
         "cargo",
@@ -62,7 +67,7 @@ pub fn build_static(revision: &Revision, quiet: bool) -> Result<PathBuf> {
         );
     }
     step.finish("done");
-    let binary = path();
+    let binary = path(&target_dir);
     if !binary.is_file() {
         bail!("cargo reported success but {} is missing", binary.display());
     }

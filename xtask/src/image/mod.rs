@@ -57,10 +57,15 @@ pub fn is_valid_tag(tag: &str) -> bool {
         && !tag.starts_with(['.', '-'])
 }
 
+#[derive(Default)]
 pub struct BuildRequest {
     pub repo: String,
     pub extra_tags: Vec<String>,
     pub quiet: bool,
+    /// A separate cargo target folder (benchmarks measure cold builds with one).
+    pub target_dir: Option<std::path::PathBuf>,
+    /// Ignore the engine's layer cache.
+    pub no_cache: bool,
 }
 
 /// Compiles the app, builds the image and tags it `<repo>:<commit>` and `<repo>:<version>` (plus extras).
@@ -74,7 +79,8 @@ pub async fn build(docker: &Docker, request: &BuildRequest) -> Result<BuiltImage
         }
     }
     let revision = revision::current()?;
-    let binary_path = binary::build_static(&revision, request.quiet)?;
+    let binary_path =
+        binary::build_static(&revision, request.target_dir.as_deref(), request.quiet)?;
     let binary = std::fs::read(&binary_path)
         .with_context(|| format!("reading {}", binary_path.display()))?;
     let lock_path = workspace::root().join("Cargo.lock");
@@ -102,7 +108,7 @@ pub async fn build(docker: &Docker, request: &BuildRequest) -> Result<BuiltImage
         .iter()
         .map(|t| format!("{}:{t}", request.repo))
         .collect();
-    build_context(docker, tar, &refs, request.quiet).await
+    build_context_with(docker, tar, &refs, request.quiet, request.no_cache).await
 }
 
 /// Sends a tar context to the engine and tags the result with every reference.
@@ -112,6 +118,16 @@ pub async fn build_context(
     refs: &[String],
     quiet: bool,
 ) -> Result<BuiltImage> {
+    build_context_with(docker, tar, refs, quiet, false).await
+}
+
+async fn build_context_with(
+    docker: &Docker,
+    tar: Vec<u8>,
+    refs: &[String],
+    quiet: bool,
+    no_cache: bool,
+) -> Result<BuiltImage> {
     let first = refs.first().context("an image needs at least one tag")?;
     let step = Step::start("image build", quiet);
     let options = BuildImageOptionsBuilder::default()
@@ -119,6 +135,7 @@ pub async fn build_context(
         .t(first)
         .rm(true)
         .forcerm(true)
+        .nocache(no_cache)
         .build();
     let body = bollard::body_full(tar.into());
     let mut stream = docker.build_image(options, None, Some(body));

@@ -32,6 +32,7 @@ pub async fn built_image(docker: &Docker) -> &'static image::BuiltImage {
                 repo: "xtask-test-app".into(),
                 extra_tags: vec![],
                 quiet: true,
+                ..Default::default()
             };
             image::build(docker, &request)
                 .await
@@ -159,7 +160,6 @@ pub fn xtask(args: &[&str]) -> std::process::Output {
 }
 
 pub mod deploy_env;
-pub mod load;
 
 static V2: OnceCell<String> = OnceCell::const_new();
 

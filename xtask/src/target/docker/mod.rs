@@ -137,6 +137,31 @@ impl DockerTarget {
         }
     }
 
+    /// Removes every trace of the environment: instances, history and lock
+    /// records, the balancer and its folder. For throwaway environments
+    /// (tests, benchmarks), never for real ones.
+    pub async fn destroy(&self) -> Result<()> {
+        self.balancer.stop()?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={}", labels::SCOPE, self.scope)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .context("listing the environment's containers")?
+        {
+            self.remove_container(&c.id.unwrap_or_default()).await?;
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
+        Ok(())
+    }
+
     /// Stops the balancer; used by `down`.
     pub fn stop_balancer(&self) -> Result<()> {
         self.balancer.stop()

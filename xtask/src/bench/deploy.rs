@@ -1,0 +1,237 @@
+//! Deploy figures on the Docker target under keep-alive load, and the seed's
+//! script doing the same in the same run.
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{ratio, seed};
+use crate::{
+    deploy::{self, DeployReport, Source},
+    engine, environment, image,
+    load::Load,
+    report,
+    target::{docker::DockerTarget, Target},
+};
+
+const REPLICAS: usize = 3;
+
+fn bench_env(dir: &std::path::Path) -> Result<environment::Environment> {
+    let port = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let dev = std::fs::read_to_string(environment::resolve_path("dev"))?;
+    let text = dev
+        .replace("https_port = 18443", &format!("https_port = {}", port()?))
+        .replace("http_port = 18080", &format!("http_port = {}", port()?))
+        .replace("api_rate = 10000", "api_rate = 1000000");
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, &text)?;
+    let env = environment::parse(&path, &text)?;
+    anyhow::ensure!(
+        env.file.deploy.replicas == REPLICAS,
+        "infrastructure/environments/dev.toml: the benchmark expects deploy.replicas = {REPLICAS}"
+    );
+    Ok(env)
+}
+
+struct Measured {
+    report: DeployReport,
+    failed: u64,
+}
+
+async fn measured(
+    target: &DockerTarget,
+    env: &environment::Environment,
+    load: &Load,
+    image: &str,
+    vars: &[(&str, &str)],
+    strategy: environment::Strategy,
+) -> Result<Measured> {
+    let failed_before = load.failed_so_far();
+    let overrides: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let options = deploy::Options {
+        strategy: Some(strategy),
+        quiet: true,
+        command: "bench".into(),
+    };
+    let report = deploy::run(
+        target,
+        env,
+        Source::Image {
+            image: image.to_owned(),
+            overrides,
+        },
+        &options,
+    )
+    .await?;
+    Ok(Measured {
+        report,
+        failed: load.failed_so_far() - failed_before,
+    })
+}
+
+pub async fn run(json: bool) -> Result<()> {
+    let started = engine::start().await?;
+    let docker = engine::connect(&started.state.docker_host).await?;
+    let dir = tempfile::tempdir()?;
+    let env = bench_env(dir.path())?;
+    let v1 = format!(
+        "{}:{}",
+        env.file.image.repo,
+        image::revision::current()?.tag()
+    );
+    if docker.inspect_image(&v1).await.is_err() {
+        image::build(
+            &docker,
+            &image::BuildRequest {
+                repo: env.file.image.repo.clone(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    let v2 = "xtask-bench-app:v2".to_owned();
+    let tar = image::context::tar(&format!("FROM {v1}\nLABEL xtask.bench.release=v2\n"), &[])?;
+    image::build_context(&docker, tar, std::slice::from_ref(&v2), true).await?;
+
+    let target = DockerTarget::connect(&env).await?;
+    let figures = async {
+        let warm_up = deploy::run(
+            &target,
+            &env,
+            Source::Image {
+                image: v1.clone(),
+                overrides: BTreeMap::new(),
+            },
+            &deploy::Options {
+                strategy: None,
+                quiet: true,
+                command: "bench".into(),
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            warm_up.succeeded,
+            "the first deploy failed: {:?}",
+            warm_up.release.reason
+        );
+        let load = Load::start(
+            target.public_client()?,
+            format!("{}/version", target.public_url()),
+            4,
+        );
+        while load.ok_so_far() < 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rolling = measured(
+            &target,
+            &env,
+            &load,
+            &v2,
+            &[],
+            environment::Strategy::Rolling,
+        )
+        .await?;
+        let blue_green = measured(
+            &target,
+            &env,
+            &load,
+            &v1,
+            &[],
+            environment::Strategy::BlueGreen,
+        )
+        .await?;
+        let failing = measured(
+            &target,
+            &env,
+            &load,
+            &v2,
+            &[("DATABASE_URL", "postgres://127.0.0.1:1/x")],
+            environment::Strategy::Rolling,
+        )
+        .await?;
+        let ok = load.stop().await.ok;
+        Ok::<_, anyhow::Error>((rolling, blue_green, failing, ok))
+    }
+    .await;
+    let _ = target.destroy().await;
+    let (rolling, blue_green, failing, ours_ok) = figures?;
+    let seed = seed::run(&docker, &started.state.docker_host, &v1, &v2).await?;
+
+    let rollback = failing.report.rollback_seconds.unwrap_or(f64::NAN);
+    let out = json!({
+        "replicas": REPLICAS,
+        "verify_seconds": env.file.health.verify_seconds,
+        "rolling": { "seconds": rolling.report.seconds, "traffic_moved_seconds": rolling.report.traffic_moved_seconds, "failed_requests": rolling.failed, "succeeded": rolling.report.succeeded },
+        "blue_green": { "seconds": blue_green.report.seconds, "traffic_moved_seconds": blue_green.report.traffic_moved_seconds, "failed_requests": blue_green.failed, "succeeded": blue_green.report.succeeded },
+        "auto_rollback": { "first_failed_probe_to_previous_alone_seconds": rollback, "failed_requests": failing.failed, "rolled_back": !failing.report.succeeded },
+        "requests_ok": ours_ok,
+        "seed_script": { "deploy_seconds": seed.deploy_seconds, "deploy_failed_requests": seed.deploy_failed, "failure_to_restored_seconds": seed.rollback_seconds, "failure_failed_requests": seed.rollback_failed, "requests_ok": seed.ok },
+        "rolling_traffic_moved_vs_seed": rolling.report.traffic_moved_seconds.unwrap_or(f64::NAN) / seed.deploy_seconds,
+        "rollback_vs_seed": rollback / seed.rollback_seconds,
+    });
+    if json {
+        report::print_json(&out);
+    } else {
+        let mut table = report::Table::new(
+            &format!("bench deploy ({REPLICAS} replicas, 4 keep-alive connections)"),
+            &[
+                "measure",
+                "xtask",
+                "seed script",
+                "ratio",
+                "failed requests (xtask / seed)",
+            ],
+        );
+        let moved = |r: &DeployReport| r.traffic_moved_seconds.unwrap_or(f64::NAN);
+        table.row(vec![
+            "rolling: all traffic on the new release".into(),
+            format!("{:.2}s", moved(&rolling.report)),
+            format!("{:.2}s", seed.deploy_seconds),
+            ratio(moved(&rolling.report), seed.deploy_seconds),
+            format!("{} / {}", rolling.failed, seed.deploy_failed),
+        ]);
+        table.row(vec![
+            format!(
+                "rolling: total, with {}s verification",
+                env.file.health.verify_seconds
+            ),
+            format!("{:.2}s", rolling.report.seconds),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+        table.row(vec![
+            "blue-green: all traffic on the new release".into(),
+            format!("{:.2}s", moved(&blue_green.report)),
+            "-".into(),
+            "-".into(),
+            format!("{} / -", blue_green.failed),
+        ]);
+        table.row(vec![
+            format!(
+                "blue-green: total, with {}s verification",
+                env.file.health.verify_seconds
+            ),
+            format!("{:.2}s", blue_green.report.seconds),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+        table.row(vec![
+            "failed release: first failed probe -> previous alone".into(),
+            format!("{rollback:.2}s"),
+            format!("{:.2}s", seed.rollback_seconds),
+            ratio(rollback, seed.rollback_seconds),
+            format!("{} / {}", failing.failed, seed.rollback_failed),
+        ]);
+        table.emit();
+    }
+    Ok(())
+}
