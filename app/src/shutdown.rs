@@ -50,10 +50,13 @@ pub async fn serve(config: Config) -> Result<()> {
     });
 
     let servers = async {
-        let tcp = serve_until(listener, app.clone(), stopped.clone());
+        let tcp = serve_until(listener, app.clone(), stopped.clone(), "TCP");
         match unix {
             Some(unix) => {
-                let (a, b) = tokio::join!(tcp, serve_unix_until(unix, app, stopped.clone()));
+                let (a, b) = tokio::join!(
+                    tcp,
+                    serve_until(unix, app, stopped.clone(), "the unix socket")
+                );
                 a.and(b)
             }
             None => tcp.await,
@@ -84,30 +87,23 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve_until(
-    listener: TcpListener,
+/// Serves until `stop` turns true, then finishes in-flight requests.
+async fn serve_until<L>(
+    listener: L,
     app: Router,
     mut stop: watch::Receiver<bool>,
-) -> Result<()> {
+    what: &'static str,
+) -> Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .await
-        .context("serving HTTP on TCP")
-}
-
-async fn serve_unix_until(
-    listener: UnixListener,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) -> Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
-        .await
-        .context("serving HTTP on the unix socket")
+        .with_context(|| format!("serving HTTP on {what}"))
 }
 
 async fn termination_signal() -> &'static str {

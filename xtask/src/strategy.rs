@@ -109,6 +109,20 @@ async fn stop_quietly(target: &impl Target, instance: Option<Instance>, step: &S
     }
 }
 
+/// The balancer ready for `replicas` slots, the instances, and which one each slot serves.
+async fn snapshot(
+    target: &impl Target,
+    replicas: usize,
+) -> Result<(Vec<Instance>, Vec<Option<String>>), Failure> {
+    target
+        .ensure_balancer(replicas)
+        .await
+        .map_err(Failure::from_error)?;
+    let instances = target.instances().await.map_err(Failure::from_error)?;
+    let routes = target.routes().await.map_err(Failure::from_error)?;
+    Ok((instances, routes))
+}
+
 /// Slot by slot: start one new instance (surge), gate it, move the slot to
 /// it, then drain and stop the old one while the next slot's instance starts.
 pub async fn rolling(
@@ -116,12 +130,7 @@ pub async fn rolling(
     plan: &Plan<'_>,
     step: &Step,
 ) -> Result<Switched, Failure> {
-    target
-        .ensure_balancer(plan.replicas)
-        .await
-        .map_err(Failure::from_error)?;
-    let instances = target.instances().await.map_err(Failure::from_error)?;
-    let routes = target.routes().await.map_err(Failure::from_error)?;
+    let (instances, routes) = snapshot(target, plan.replicas).await?;
     let routed = |slot: usize| {
         routes
             .get(slot)
@@ -201,12 +210,7 @@ pub async fn blue_green(
     plan: &Plan<'_>,
     step: &Step,
 ) -> Result<Switched, Failure> {
-    target
-        .ensure_balancer(plan.replicas)
-        .await
-        .map_err(Failure::from_error)?;
-    let instances = target.instances().await.map_err(Failure::from_error)?;
-    let routes = target.routes().await.map_err(Failure::from_error)?;
+    let (instances, routes) = snapshot(target, plan.replicas).await?;
     let old: Vec<Instance> = routes
         .iter()
         .flatten()

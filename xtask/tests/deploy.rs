@@ -446,3 +446,44 @@ async fn a_missing_secret_stops_the_deploy_before_anything_is_recorded() {
         "lock released"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_main_job_and_down_stops_it() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    support::built_image(&docker).await;
+    let env = TestEnv::new("up", "rolling", 0);
+    let out = env.xtask(&["up"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("is up: {}", env.public_url())),
+        "{stderr}"
+    );
+    let client = env.target().await.public_client().unwrap();
+    let health = client
+        .get(format!("{}/health", env.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let out = env.xtask(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        instances(&env).await.is_empty(),
+        "down removes every instance"
+    );
+    assert!(
+        client
+            .get(format!("{}/health", env.public_url()))
+            .send()
+            .await
+            .is_err(),
+        "the balancer is stopped"
+    );
+}

@@ -42,6 +42,7 @@ pub fn build_static(
     // Only the target crates get crt-static; build scripts stay dynamic because --target is explicit.
     .env("RUSTFLAGS", "-C target-feature=+crt-static")
     .env("APP_GIT_REVISION", revision.full())
+    .env("CARGO_TARGET_DIR", &target_dir)
     .stderr_to_stdout()
     .unchecked()
     .reader()

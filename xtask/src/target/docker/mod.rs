@@ -127,14 +127,7 @@ impl DockerTarget {
     }
 
     async fn remove_container(&self, id: &str) -> Result<()> {
-        let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing container {id}")),
-        }
+        remove_forced(&self.docker, id).await
     }
 
     /// Removes every trace of the environment: instances, history and lock
@@ -142,20 +135,7 @@ impl DockerTarget {
     /// (tests, benchmarks), never for real ones.
     pub async fn destroy(&self) -> Result<()> {
         self.balancer.stop()?;
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{}={}", labels::SCOPE, self.scope)],
-        )]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        for c in self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .context("listing the environment's containers")?
-        {
+        for c in list_scoped(&self.docker, &self.scope, None).await? {
             self.remove_container(&c.id.unwrap_or_default()).await?;
         }
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
@@ -169,6 +149,42 @@ impl DockerTarget {
 
     pub fn scope(&self) -> &str {
         &self.scope
+    }
+}
+
+/// Every container (running or not) of `scope`, of one role or all.
+async fn list_scoped(
+    docker: &Docker,
+    scope: &str,
+    role: Option<&str>,
+) -> Result<Vec<bollard::models::ContainerSummary>> {
+    let mut wanted = vec![format!("{}={scope}", labels::SCOPE)];
+    wanted.extend(role.map(|r| format!("{}={r}", labels::ROLE)));
+    let filters = HashMap::from([("label".to_owned(), wanted)]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .with_context(|| {
+            format!(
+                "listing the {} containers of {scope}",
+                role.unwrap_or("all")
+            )
+        })
+}
+
+/// Force-removes a container; one that is already gone is fine.
+async fn remove_forced(docker: &Docker, id: &str) -> Result<()> {
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing container {id}")),
     }
 }
 
@@ -381,22 +397,7 @@ impl Target for DockerTarget {
     }
 
     async fn instances(&self) -> Result<Vec<Instance>> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{}={}", labels::SCOPE, self.scope),
-                format!("{}=instance", labels::ROLE),
-            ],
-        )]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let containers = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .context("listing instances")?;
+        let containers = list_scoped(&self.docker, &self.scope, Some("instance")).await?;
         Ok(containers
             .into_iter()
             .map(|c| {

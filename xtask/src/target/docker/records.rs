@@ -6,11 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use bollard::{
-    models::ContainerCreateBody,
-    query_parameters::{
-        CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    },
-    Docker,
+    models::ContainerCreateBody, query_parameters::CreateContainerOptionsBuilder, Docker,
 };
 
 use super::labels;
@@ -55,14 +51,7 @@ async fn create_record(
 }
 
 async fn remove(docker: &Docker, id: &str) -> Result<()> {
-    let options = RemoveContainerOptionsBuilder::default().force(true).build();
-    match docker.remove_container(id, Some(options)).await {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing record {id}")),
-    }
+    super::remove_forced(docker, id).await
 }
 
 /// (container id, labels) of every record of `kind` for this environment.
@@ -71,21 +60,7 @@ async fn list(
     scope: &str,
     kind: &str,
 ) -> Result<Vec<(String, HashMap<String, String>)>> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![
-            format!("{}={scope}", labels::SCOPE),
-            format!("{}={kind}", labels::ROLE),
-        ],
-    )]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .with_context(|| format!("listing {kind} records"))?;
+    let containers = super::list_scoped(docker, scope, Some(kind)).await?;
     Ok(containers
         .into_iter()
         .map(|c| (c.id.unwrap_or_default(), c.labels.unwrap_or_default()))
