@@ -136,13 +136,17 @@ impl History {
         let previous = self.active().map(|r| r.id.clone());
         if let Some(previous) = previous.filter(|p| p != id) {
             let r = self.get_mut(&previous).expect("active release exists");
-            r.outcome = if restores.is_some() {
-                Outcome::RolledBack
-            } else {
-                Outcome::Superseded
-            };
-            if let Some(target) = &restores {
-                r.reason = Some(format!("rolled back to {target}"));
+            match &restores {
+                // `rollback --to` the active release itself is a redeploy of it, not a rollback.
+                Some(target) if *target == previous => {
+                    r.outcome = Outcome::Superseded;
+                    r.reason = Some(format!("redeployed as {id}"));
+                }
+                Some(target) => {
+                    r.outcome = Outcome::RolledBack;
+                    r.reason = Some(format!("rolled back to {target}"));
+                }
+                None => r.outcome = Outcome::Superseded,
             }
         }
         if let Some(r) = self.get_mut(id) {
