@@ -153,11 +153,12 @@ impl Balancer {
             if std::net::TcpStream::connect(("127.0.0.1", self.config.https_port)).is_ok() {
                 return Ok(());
             }
-            if !daemon::is_ours(pid, &conf_arg) {
+            if !daemon::is_alive(pid) {
                 bail!(
-                    "nginx exited at start (is 127.0.0.1:{} or :{} in use? see balancer.https_port/http_port):\n{}",
+                    "nginx exited at start (is 127.0.0.1:{} or :{} in use? see balancer.https_port/http_port):\n{}\n{}",
                     self.config.https_port,
                     self.config.http_port,
+                    daemon::log_tail(&log, 10),
                     daemon::log_tail(&error_log, 10)
                 );
             }

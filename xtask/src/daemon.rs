@@ -30,6 +30,13 @@ pub fn spawn(program: &str, args: &[&str], log: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
+/// Is a process we spawned a moment ago still alive? No marker check: some
+/// programs (nginx) rewrite their command line while starting, and a child
+/// we have not reaped yet cannot have been replaced by another process.
+pub fn is_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
 /// Is `pid` alive and still the process we started (its argv contains `marker`)?
 pub fn is_ours(pid: u32, marker: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {

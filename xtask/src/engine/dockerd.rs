@@ -117,7 +117,7 @@ pub async fn start(dir: &Path) -> Result<(String, ManagedProcess)> {
         if answers(&host).await {
             return Ok((host, process));
         }
-        if !process.is_running() {
+        if !daemon::is_alive(process.pid) {
             bail!(
                 "dockerd exited during start-up (log: {}):\n{}",
                 log.display(),

@@ -134,7 +134,7 @@ async fn wait_until_serving(address: &str, process: &ManagedProcess) -> Result<(
                 response.status()
             );
         }
-        if !process.is_running() {
+        if !daemon::is_alive(process.pid) {
             bail!(
                 "docker-registry exited during start-up:\n{}",
                 daemon::log_tail(&process.log, 15)
