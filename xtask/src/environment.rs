@@ -376,7 +376,10 @@ impl Environment {
             .deployment
             .clone()
             .ok_or_else(|| missing("deployment", "\"app\""))?;
-        let service = t.service.clone().ok_or_else(|| missing("service", "\"app\""))?;
+        let service = t
+            .service
+            .clone()
+            .ok_or_else(|| missing("service", "\"app\""))?;
         for (field, value) in [
             ("target.namespace", &namespace),
             ("target.deployment", &deployment),
@@ -563,21 +566,27 @@ verify_seconds = 2
             .unwrap_err()
             .to_string();
         assert!(err.contains("target.deployment = \"App_1\""), "{err}");
-        let err = parse_str(&format!("{KUBE}[balancer]\nhttps_port = 1\nhttp_port = 2\n"))
-            .unwrap_err()
-            .to_string();
+        let err = parse_str(&format!(
+            "{KUBE}[balancer]\nhttps_port = 1\nhttp_port = 2\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("[balancer] is for kind = \"docker\""), "{err}");
         let err = parse_str(&format!("{KUBE}[app.secrets]\nDB = \"env:X\"\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("app.secrets") && err.contains("Secret"), "{err}");
+        assert!(
+            err.contains("app.secrets") && err.contains("Secret"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_docker_target_refuses_kubernetes_fields_and_needs_a_balancer() {
-        let err = parse_str(&GOOD.replace("kind = \"docker\"", "kind = \"docker\"\nnamespace = \"x\""))
-            .unwrap_err()
-            .to_string();
+        let err =
+            parse_str(&GOOD.replace("kind = \"docker\"", "kind = \"docker\"\nnamespace = \"x\""))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("target.namespace"), "{err}");
         let without = &GOOD[..GOOD.find("[balancer]").unwrap()];
         let err = parse_str(without).unwrap_err().to_string();

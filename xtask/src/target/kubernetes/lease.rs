@@ -69,7 +69,10 @@ impl LockStore for KubeTarget {
         let meta = &lease.metadata;
         let info = match meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION)) {
             Some(json) => serde_json::from_str(json).with_context(|| {
-                format!("Lease {}: annotation {ANNOTATION} is not a lock record", self.lease_name())
+                format!(
+                    "Lease {}: annotation {ANNOTATION} is not a lock record",
+                    self.lease_name()
+                )
             })?,
             // Made by hand or another tool: describe it from the Lease itself; it never
             // expires by our rules before its duration, and its pid is unknown.

@@ -34,7 +34,10 @@ pub fn render(target: &KubeTarget, release: &Release) -> Result<Vec<Value>> {
     let mut found_service = false;
     for object in &mut objects {
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if kind != "Namespace" {
             let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
             if namespace != s.namespace {
@@ -68,7 +71,13 @@ pub fn render(target: &KubeTarget, release: &Release) -> Result<Vec<Value>> {
 pub fn label_value(text: &str) -> String {
     let cleaned: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(63)
         .collect();
     cleaned
@@ -79,7 +88,9 @@ pub fn label_value(text: &str) -> String {
 fn image_tag(image: &str) -> &str {
     let last = image.rsplit('/').next().unwrap_or(image);
     let without_digest = last.split('@').next().unwrap_or(last);
-    without_digest.split_once(':').map_or("latest", |(_, tag)| tag)
+    without_digest
+        .split_once(':')
+        .map_or("latest", |(_, tag)| tag)
 }
 
 /// The Deployment with the release's image on its first container, its variables,
@@ -88,15 +99,24 @@ fn for_release(object: &Value, release: &Release) -> Result<Value> {
     let mut deployment: Deployment =
         serde_json::from_value(object.clone()).context("reading the rendered Deployment")?;
     let version = label_value(image_tag(&release.image));
-    let labels = deployment.metadata.labels.get_or_insert_with(Default::default);
+    let labels = deployment
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default);
     labels.insert(VERSION_LABEL.into(), version.clone());
-    let annotations = deployment.metadata.annotations.get_or_insert_with(Default::default);
+    let annotations = deployment
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
     // What `kubectl rollout history` shows for the revision this makes.
     annotations.insert(
         "kubernetes.io/change-cause".into(),
         format!("xtask {} {}", release.id, release.image),
     );
-    let spec = deployment.spec.as_mut().context("the Deployment has no spec")?;
+    let spec = deployment
+        .spec
+        .as_mut()
+        .context("the Deployment has no spec")?;
     spec.replicas = Some(release.replicas as i32);
     let template_meta = spec.template.metadata.get_or_insert_with(Default::default);
     let template_labels = template_meta.labels.get_or_insert_with(Default::default);
@@ -104,7 +124,11 @@ fn for_release(object: &Value, release: &Release) -> Result<Value> {
     // Every release changes the pod template, so each one is its own ReplicaSet
     // and revision: rollback finds it, and status can name the release of each pod.
     template_labels.insert(RELEASE_LABEL.into(), release.id.clone());
-    let pod = spec.template.spec.as_mut().context("the Deployment has no pod spec")?;
+    let pod = spec
+        .template
+        .spec
+        .as_mut()
+        .context("the Deployment has no pod spec")?;
     let container = pod
         .containers
         .first_mut()
@@ -186,7 +210,10 @@ mod tests {
 
     #[test]
     fn label_values_follow_the_label_rules() {
-        assert_eq!(label_value(image_tag("reg:5000/app:0.1.0-abc")), "0.1.0-abc");
+        assert_eq!(
+            label_value(image_tag("reg:5000/app:0.1.0-abc")),
+            "0.1.0-abc"
+        );
         assert_eq!(image_tag("app@sha256:ff"), "latest");
         assert_eq!(label_value("-x+y-"), "x_y");
         assert_eq!(label_value(&"a".repeat(80)).len(), 63);

@@ -29,7 +29,11 @@ pub enum Progress {
 
 pub fn progress(deployment: &Deployment) -> Progress {
     let generation = deployment.metadata.generation.unwrap_or(0);
-    let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
     let Some(status) = &deployment.status else {
         return Progress::Waiting("no status yet".into());
     };
@@ -42,7 +46,9 @@ pub fn progress(deployment: &Deployment) -> Progress {
     if let Some(c) = stuck {
         return Progress::Failed(format!(
             "rollout stuck (ProgressDeadlineExceeded): {}",
-            c.message.as_deref().unwrap_or("no progress before the deadline")
+            c.message
+                .as_deref()
+                .unwrap_or("no progress before the deadline")
         ));
     }
     let updated = status.updated_replicas.unwrap_or(0);
@@ -73,6 +79,46 @@ impl KubeTarget {
             .await
             .with_context(|| format!("reading Deployment {}", self.settings.deployment))?;
         Ok(found.and_then(|d| d.metadata.annotations?.get(REVISION).cloned()))
+    }
+
+    /// One line for `status`: revision, release and where the rollout stands.
+    pub async fn rollout_summary(&self) -> Result<String> {
+        let name = &self.settings.deployment;
+        let Some(d) = self
+            .deployments()
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading Deployment {name}"))?
+        else {
+            return Ok(format!("Deployment {name} does not exist yet"));
+        };
+        let revision = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION).cloned())
+            .unwrap_or_else(|| "?".into());
+        let release = d
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.template
+                    .metadata
+                    .as_ref()?
+                    .labels
+                    .as_ref()?
+                    .get(RELEASE_LABEL)
+                    .cloned()
+            })
+            .unwrap_or_else(|| "?".into());
+        let state = match progress(&d) {
+            Progress::Done => "rolled out".to_owned(),
+            Progress::Waiting(why) => format!("rolling out: {why}"),
+            Progress::Failed(why) => format!("FAILED: {why}"),
+        };
+        Ok(format!(
+            "{name} revision {revision} (release {release}): {state}"
+        ))
     }
 
     /// Polls until the rollout is complete, stuck, or `deadline` passes.
@@ -110,8 +156,7 @@ impl KubeTarget {
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
             .collect::<Vec<_>>()
             .join(",");
-        let sets: Api<ReplicaSet> =
-            Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let list = sets
             .list(&ListParams::default().labels(&selector))
             .await
@@ -211,7 +256,10 @@ mod tests {
         assert!(matches!(progress(&stale), Progress::Waiting(_)));
         let surging = deployment(serde_json::json!({ "observedGeneration": 2, "replicas": 3,
             "updatedReplicas": 2, "readyReplicas": 3, "availableReplicas": 3 }));
-        assert_eq!(progress(&surging), Progress::Waiting("1 old pods still terminating".into()));
+        assert_eq!(
+            progress(&surging),
+            Progress::Waiting("1 old pods still terminating".into())
+        );
         let stuck = deployment(serde_json::json!({ "observedGeneration": 2, "replicas": 3,
             "updatedReplicas": 1, "conditions": [{ "type": "Progressing", "status": "False",
             "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"app-2\" has timed out progressing." }] }));

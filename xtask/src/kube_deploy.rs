@@ -1,0 +1,276 @@
+//! deploy and rollback on Kubernetes. Same shape as `deploy::run` (lock,
+//! record, roll out, gate, activate or roll back and record the failure,
+//! unlock) but a separate function: there the engine starts instances and
+//! moves balancer slots itself, here the Deployment controller replaces pods
+//! and the Service routes to them, so the steps in between have nothing in common.
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    deploy::{DeployReport, Options, Source},
+    environment::{Environment, Strategy},
+    health,
+    lock::{self, LockInfo},
+    progress::Step,
+    release::{self, History, Release},
+    target::kubernetes::KubeTarget,
+};
+
+pub async fn run(
+    target: &KubeTarget,
+    env: &Environment,
+    source: Source,
+    options: &Options,
+) -> Result<DeployReport> {
+    if options.strategy == Some(Strategy::BlueGreen)
+        || (options.strategy.is_none() && env.file.deploy.strategy == Strategy::BlueGreen)
+    {
+        bail!("{}: strategy blue-green is not implemented for kubernetes targets; use deploy.strategy = \"rolling\" (or --strategy rolling)", env.path.display());
+    }
+    let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
+    let held = lock::acquire(target, &env.name, LockInfo::mine(&options.command, ttl)).await?;
+    let result = locked(target, env, source, options).await;
+    let unlocked = lock::release(target, &held).await;
+    let report = result?;
+    unlocked.context("releasing the lock")?;
+    Ok(report)
+}
+
+async fn locked(
+    target: &KubeTarget,
+    env: &Environment,
+    source: Source,
+    options: &Options,
+) -> Result<DeployReport> {
+    let mut history = target.read_history().await?;
+    // A run that died mid-rollout: the cluster keeps whatever it applied (the
+    // Deployment controller finishes or stalls on its own), and this run's
+    // apply supersedes it. Only the record needs closing.
+    if let Some(id) = history.in_progress().map(|r| r.id.clone()) {
+        eprintln!("{id} was left in progress by an interrupted run: recording it failed");
+        history.fail(
+            &id,
+            "interrupted: the deploy that started it stopped before finishing",
+            &release::now(),
+        );
+    }
+    let release = new_release(env, &history, source)?;
+    let id = history.begin(release);
+    target.write_history(&history).await?;
+    let release = history.get(&id).expect("just recorded").clone();
+    // Render before touching the cluster: a broken overlay fails the release without a change.
+    let objects = match crate::target::kubernetes::manifests::render(target, &release) {
+        Ok(objects) => objects,
+        Err(e) => {
+            history.fail(&id, &format!("{e:#}"), &release::now());
+            target.write_history(&history).await?;
+            return Err(e);
+        }
+    };
+    let deployment = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Deployment"
+                && o["metadata"]["name"] == target.settings.deployment.as_str()
+        })
+        .expect("render checked the Deployment is there")
+        .clone();
+    let before = target.revision().await?;
+    let started = Instant::now();
+    let health_cfg = &env.file.health;
+    let verb = if release.restores.is_some() {
+        "rollback to"
+    } else {
+        "deploy"
+    };
+    let step = Step::start(
+        &format!(
+            "{verb} {} (rolling, {} replicas)",
+            release.id, release.replicas
+        ),
+        options.quiet,
+    );
+
+    let mut rolled_out = None;
+    let outcome: Result<(), String> = async {
+        for object in &objects {
+            target.apply(object).await.map_err(|e| format!("{e:#}"))?;
+        }
+        target
+            .wait_rollout(health_cfg.deadline(), health_cfg.interval())
+            .await?;
+        rolled_out = Some(started.elapsed().as_secs_f64());
+        if let Some(url) = &target.settings.public_url {
+            http_gate(
+                &format!("{}{}", url.trim_end_matches('/'), health_cfg.path),
+                env,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+
+    let report = |history: &History, succeeded: bool, rollback_seconds, logs| DeployReport {
+        environment: env.name.clone(),
+        release: history.get(&id).cloned().unwrap_or_else(|| release.clone()),
+        strategy: Strategy::Rolling,
+        succeeded,
+        seconds: started.elapsed().as_secs_f64(),
+        traffic_moved_seconds: rolled_out,
+        public_url: target.public_url(),
+        rollback_seconds,
+        failure_logs: logs,
+    };
+    match outcome {
+        Ok(()) => {
+            step.finish("done");
+            history.activate(&id, &release::now());
+            history.trim(env.file.deploy.keep_releases);
+            target.write_history(&history).await?;
+            Ok(report(&history, true, None, None))
+        }
+        Err(reason) => {
+            step.finish("FAILED");
+            eprintln!("{id} failed: {reason}; rolling back to the previous revision");
+            let failed_at = Instant::now();
+            let logs = target
+                .diagnostics(&id, 20)
+                .await
+                .unwrap_or_else(|e| format!("(no pod details: {e:#})"));
+            let undo_step = Step::start("automatic rollback", options.quiet);
+            let undone = undo(target, before.as_deref(), &deployment, env).await;
+            undo_step.finish(if undone.is_ok() { "done" } else { "FAILED" });
+            let reason = match &undone {
+                Ok(()) => reason,
+                Err(e) => format!("{reason}; and the rollback failed too: {e:#}"),
+            };
+            history.fail(&id, &reason, &release::now());
+            history.trim(env.file.deploy.keep_releases);
+            target.write_history(&history).await?;
+            let logs = (!logs.is_empty()).then_some(logs);
+            Ok(report(
+                &history,
+                false,
+                Some(failed_at.elapsed().as_secs_f64()),
+                logs,
+            ))
+        }
+    }
+}
+
+/// Back to the revision that served before this run, and wait for it.
+async fn undo(
+    target: &KubeTarget,
+    before: Option<&str>,
+    deployment: &serde_json::Value,
+    env: &Environment,
+) -> Result<()> {
+    let Some(before) = before else {
+        bail!(
+            "this was the first revision of Deployment {}: there is none to go back to",
+            target.settings.deployment
+        );
+    };
+    if target.revision().await?.as_deref() == Some(before) {
+        // The apply never made a new revision (it failed before the Deployment): nothing to undo.
+        return Ok(());
+    }
+    target.undo_to(before, deployment).await?;
+    let h = &env.file.health;
+    target
+        .wait_rollout(h.deadline(), h.interval())
+        .await
+        .map_err(|reason| anyhow::anyhow!("revision {before} did not come back: {reason}"))
+}
+
+/// The public URL must answer 2xx `success_threshold` times in a row;
+/// `failure_threshold` failures in a row, or the deadline, fail it.
+async fn http_gate(url: &str, env: &Environment) -> Result<(), String> {
+    let h = &env.file.health;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    loop {
+        let result = health::probe(&client, url, h.timeout()).await;
+        if result.ok() {
+            ok += 1;
+            failed = 0;
+            if ok >= h.success_threshold {
+                return Ok(());
+            }
+        } else {
+            ok = 0;
+            failed += 1;
+            if failed >= h.failure_threshold {
+                return Err(format!(
+                    "HTTP gate: {url} failed {failed} times in a row ({})",
+                    result.describe()
+                ));
+            }
+        }
+        if started.elapsed() >= h.deadline() {
+            return Err(format!(
+                "HTTP gate: {url} not healthy within {}s ({})",
+                h.deadline_seconds,
+                result.describe()
+            ));
+        }
+        tokio::time::sleep(h.interval()).await;
+    }
+}
+
+fn new_release(env: &Environment, history: &History, source: Source) -> Result<Release> {
+    let base = Release {
+        id: String::new(),
+        image: String::new(),
+        // The cluster pulls by reference; its digest is only known to the nodes.
+        image_id: String::new(),
+        env: env.file.app.env.clone(),
+        secrets: Default::default(),
+        strategy: Strategy::Rolling,
+        replicas: env.file.deploy.replicas,
+        started_at: release::now(),
+        finished_at: None,
+        by: release::deployer(),
+        outcome: release::Outcome::InProgress,
+        reason: None,
+        restores: None,
+    };
+    match source {
+        Source::Image { image, overrides } => {
+            if let Some(key) = overrides
+                .keys()
+                .find(|k| release::PLATFORM_ENV.contains(&k.as_str()))
+            {
+                bail!("--env {key}=…: {key} is set by the deploy engine");
+            }
+            let mut vars = base.env.clone();
+            vars.extend(overrides);
+            Ok(Release {
+                image,
+                env: vars,
+                ..base
+            })
+        }
+        Source::Restore { to } => {
+            let chosen = match &to {
+                Some(id) => history.get(id).with_context(|| {
+                    let kept: Vec<&str> = history.releases.iter().map(|r| r.id.as_str()).collect();
+                    format!("--to {id}: no such release in the history of {} (kept: {})", env.name, kept.join(", "))
+                })?,
+                None => history.previous_good().with_context(|| {
+                    format!("{}: no earlier good release to roll back to (see `cargo xtask history -e {}`)", env.name, env.name)
+                })?,
+            };
+            Ok(Release {
+                image: chosen.image.clone(),
+                env: chosen.env.clone(),
+                replicas: chosen.replicas,
+                restores: Some(chosen.id.clone()),
+                ..base
+            })
+        }
+    }
+}
