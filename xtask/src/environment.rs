@@ -594,6 +594,21 @@ verify_seconds = 2
     }
 
     #[test]
+    fn every_shipped_environment_file_parses() {
+        let dir = workspace::root().join("infrastructure/environments");
+        let mut kinds = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let env = parse(&path, &std::fs::read_to_string(&path).unwrap())
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                kinds.push(env.file.target.kind);
+            }
+        }
+        assert!(kinds.contains(&TargetKind::Docker) && kinds.contains(&TargetKind::Kubernetes));
+    }
+
+    #[test]
     fn selectors_are_names_or_paths() {
         assert!(resolve_path("staging").ends_with("infrastructure/environments/staging.toml"));
         assert_eq!(resolve_path("/tmp/x.toml"), PathBuf::from("/tmp/x.toml"));

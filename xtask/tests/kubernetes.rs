@@ -494,3 +494,27 @@ async fn every_overlay_renders_into_a_release_deployment() {
         "rendering touches no cluster"
     );
 }
+
+#[tokio::test]
+async fn the_context_flag_overrides_target_context() {
+    let fake = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = environment(dir.path(), None, "staging");
+    // "other" is the kubeconfig's cluster on 127.0.0.1:9, where nothing listens.
+    env.file.target.context = Some("other".into());
+    let wrong = KubeTarget::from_kubeconfig_file(&env, &fake.kubeconfig, None)
+        .await
+        .unwrap();
+    assert!(
+        wrong.read_history().await.is_err(),
+        "target.context = other is used"
+    );
+    let right = KubeTarget::from_kubeconfig_file(&env, &fake.kubeconfig, Some("fake"))
+        .await
+        .unwrap();
+    assert!(right.read_history().await.unwrap().releases.is_empty());
+    assert_eq!(
+        lines(&fake.take_calls()),
+        calls(&[&format!("GET {HISTORY}")])
+    );
+}

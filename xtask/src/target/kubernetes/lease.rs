@@ -47,6 +47,13 @@ impl LockStore for KubeTarget {
         match self.leases().create(&PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(e) if api_code(&e) == Some(409) => Ok(false),
+            // The lock lives in the namespace, so it must exist before the first deploy.
+            Err(e) if api_code(&e) == Some(404) => Err(e).with_context(|| {
+                format!(
+                    "namespace {ns} (target.namespace) does not exist; create it first: kubectl create namespace {ns}",
+                    ns = self.settings.namespace
+                )
+            }),
             Err(e) => Err(e).with_context(|| {
                 format!(
                     "creating Lease {}/{} (the deploy lock); the deployer needs create on leases.coordination.k8s.io",
