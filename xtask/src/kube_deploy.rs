@@ -93,7 +93,9 @@ async fn locked(
     );
 
     let mut rolled_out = None;
-    let outcome: Result<(), String> = async {
+    // Ctrl-C or a CI cancel mid-rollout is a failure like any other: undone and recorded.
+    let outcome: Result<(), String> = tokio::select! {
+        outcome = async {
         for object in &objects {
             target.apply(object).await.map_err(|e| format!("{e:#}"))?;
         }
@@ -109,8 +111,9 @@ async fn locked(
             .await?;
         }
         Ok(())
-    }
-    .await;
+        } => outcome,
+        signal = crate::deploy::interrupted() => Err(format!("interrupted by {signal}")),
+    };
 
     let report = |history: &History, succeeded: bool, rollback_seconds, logs| DeployReport {
         environment: env.name.clone(),

@@ -186,6 +186,8 @@ impl KubeTarget {
         }
         let mut object = deployment.clone();
         object["spec"]["template"] = template;
+        object["metadata"]["annotations"]["kubernetes.io/change-cause"] =
+            format!("xtask: back to revision {revision} after a failed release").into();
         self.apply(&object).await
     }
 
