@@ -14,8 +14,9 @@ use crate::{
     lock::{self, LockInfo},
     progress::Step,
     release::{self, History, Release},
-    target::kubernetes::KubeTarget,
+    target::kubernetes::{blue_green, KubeTarget},
 };
+use serde_json::Value;
 
 pub async fn run(
     target: &KubeTarget,
@@ -23,11 +24,6 @@ pub async fn run(
     source: Source,
     options: &Options,
 ) -> Result<DeployReport> {
-    if options.strategy == Some(Strategy::BlueGreen)
-        || (options.strategy.is_none() && env.file.deploy.strategy == Strategy::BlueGreen)
-    {
-        bail!("{}: strategy blue-green is not implemented for kubernetes targets; use deploy.strategy = \"rolling\" (or --strategy rolling)", env.path.display());
-    }
     let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
     let held = lock::acquire(target, &env.name, LockInfo::mine(&options.command, ttl)).await?;
     let result = locked(target, env, source, options).await;
@@ -55,7 +51,7 @@ async fn locked(
             &release::now(),
         );
     }
-    let release = new_release(env, &history, source)?;
+    let release = new_release(env, &history, source, options)?;
     let id = history.begin(release);
     target.write_history(&history).await?;
     let release = history.get(&id).expect("just recorded").clone();
@@ -76,9 +72,17 @@ async fn locked(
         })
         .expect("render checked the Deployment is there")
         .clone();
-    let before = target.revision().await?;
+    // Rolling undoes to the revision before this run; blue-green switches back to the live colour.
+    let before = match release.strategy {
+        Strategy::Rolling => target.revision().await?,
+        Strategy::BlueGreen => None,
+    };
+    let live = match release.strategy {
+        Strategy::Rolling => None,
+        Strategy::BlueGreen => target.live_colour().await?,
+    };
+    let colour = blue_green::other(live.as_deref().unwrap_or("green"));
     let started = Instant::now();
-    let health_cfg = &env.file.health;
     let verb = if release.restores.is_some() {
         "rollback to"
     } else {
@@ -86,31 +90,24 @@ async fn locked(
     };
     let step = Step::start(
         &format!(
-            "{verb} {} (rolling, {} replicas)",
-            release.id, release.replicas
+            "{verb} {} ({:?}, {} replicas)",
+            release.id, release.strategy, release.replicas
         ),
         options.quiet,
     );
 
     let mut rolled_out = None;
+    let mut switched = false;
     // Ctrl-C or a CI cancel mid-rollout is a failure like any other: undone and recorded.
     let outcome: Result<(), String> = tokio::select! {
         outcome = async {
-        for object in &objects {
-            target.apply(object).await.map_err(|e| format!("{e:#}"))?;
-        }
-        target
-            .wait_rollout(health_cfg.deadline(), health_cfg.interval())
-            .await?;
-        rolled_out = Some(started.elapsed().as_secs_f64());
-        if let Some(url) = &target.settings.public_url {
-            http_gate(
-                &format!("{}{}", url.trim_end_matches('/'), health_cfg.path),
-                env,
-            )
-            .await?;
-        }
-        Ok(())
+            match release.strategy {
+                Strategy::Rolling => rolling(target, &objects, env, started, &mut rolled_out).await,
+                Strategy::BlueGreen => {
+                    let colours = (live.as_deref(), colour);
+                    blue_green(target, &objects, env, colours, started, &mut rolled_out, &mut switched).await
+                }
+            }
         } => outcome,
         signal = crate::deploy::interrupted() => Err(format!("interrupted by {signal}")),
     };
@@ -118,7 +115,7 @@ async fn locked(
     let report = |history: &History, succeeded: bool, rollback_seconds, logs| DeployReport {
         environment: env.name.clone(),
         release: history.get(&id).cloned().unwrap_or_else(|| release.clone()),
-        strategy: Strategy::Rolling,
+        strategy: release.strategy,
         succeeded,
         seconds: started.elapsed().as_secs_f64(),
         traffic_moved_seconds: rolled_out,
@@ -129,6 +126,16 @@ async fn locked(
     match outcome {
         Ok(()) => {
             step.finish("done");
+            if release.strategy == Strategy::BlueGreen {
+                // After verification only: until here the old colour could take traffic back at once.
+                // The overlay's own Deployment goes too, left from rolling deploys before.
+                let old = live.iter().map(|c| target.colour_deployment(c));
+                for name in old.chain([target.settings.deployment.clone()]) {
+                    if let Err(e) = target.scale(&name, 0).await {
+                        eprintln!("warning: {e:#}; scale it down by hand");
+                    }
+                }
+            }
             history.activate(&id, &release::now());
             history.trim(env.file.deploy.keep_releases);
             target.write_history(&history).await?;
@@ -136,14 +143,19 @@ async fn locked(
         }
         Err(reason) => {
             step.finish("FAILED");
-            eprintln!("{id} failed: {reason}; rolling back to the previous revision");
+            eprintln!("{id} failed: {reason}; rolling back");
             let failed_at = Instant::now();
             let logs = target
                 .diagnostics(&id, 20)
                 .await
                 .unwrap_or_else(|e| format!("(no pod details: {e:#})"));
             let undo_step = Step::start("automatic rollback", options.quiet);
-            let undone = undo(target, before.as_deref(), &deployment, env).await;
+            let undone = match release.strategy {
+                Strategy::Rolling => undo(target, before.as_deref(), &deployment, env).await,
+                Strategy::BlueGreen => {
+                    switch_back(target, &objects, live.as_deref(), colour, switched).await
+                }
+            };
             undo_step.finish(if undone.is_ok() { "done" } else { "FAILED" });
             let reason = match &undone {
                 Ok(()) => reason,
@@ -160,6 +172,103 @@ async fn locked(
                 logs,
             ))
         }
+    }
+}
+
+async fn rolling(
+    target: &KubeTarget,
+    objects: &[Value],
+    env: &Environment,
+    started: Instant,
+    rolled_out: &mut Option<f64>,
+) -> Result<(), String> {
+    let h = &env.file.health;
+    for object in objects {
+        target.apply(object).await.map_err(|e| format!("{e:#}"))?;
+    }
+    let name = &target.settings.deployment;
+    target
+        .wait_rollout(name, h.deadline(), h.interval())
+        .await?;
+    *rolled_out = Some(started.elapsed().as_secs_f64());
+    public_gate(target, env).await
+}
+
+/// The new colour beside the live one (the preview Service reaches it), then
+/// the Service and the autoscaler switched to it, then the public gate.
+async fn blue_green(
+    target: &KubeTarget,
+    objects: &[Value],
+    env: &Environment,
+    (live, colour): (Option<&str>, &str),
+    started: Instant,
+    rolled_out: &mut Option<f64>,
+    switched: &mut bool,
+) -> Result<(), String> {
+    let h = &env.file.health;
+    let s = &target.settings;
+    let text = |e: anyhow::Error| format!("{e:#}");
+    let moves = blue_green::switch_objects(objects, s, colour).map_err(text)?;
+    let staged = blue_green::coloured(objects, s, colour, live.unwrap_or(colour)).map_err(text)?;
+    // With no live colour yet, the Service keeps its earlier selector until the switch.
+    let staged = staged
+        .iter()
+        .filter(|o| live.is_some() || !moves.iter().any(|m| same(m, o)));
+    for object in staged {
+        target.apply(object).await.map_err(text)?;
+    }
+    let name = target.colour_deployment(colour);
+    target
+        .wait_rollout(&name, h.deadline(), h.interval())
+        .await?;
+    *switched = true;
+    for object in &moves {
+        target.apply(object).await.map_err(text)?;
+    }
+    *rolled_out = Some(started.elapsed().as_secs_f64());
+    public_gate(target, env).await
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    a["kind"] == b["kind"] && a["metadata"]["name"] == b["metadata"]["name"]
+}
+
+/// Traffic back to the live colour (or to the overlay's own selector when
+/// there was none), then the failed colour scaled to 0.
+async fn switch_back(
+    target: &KubeTarget,
+    objects: &[Value],
+    live: Option<&str>,
+    colour: &str,
+    switched: bool,
+) -> Result<()> {
+    let s = &target.settings;
+    if switched {
+        let back = match live {
+            Some(old) => blue_green::switch_objects(objects, s, old)?,
+            None => {
+                let moved = blue_green::switch_objects(objects, s, colour)?;
+                objects
+                    .iter()
+                    .filter(|o| moved.iter().any(|m| same(m, o)))
+                    .cloned()
+                    .collect()
+            }
+        };
+        for object in &back {
+            target.apply(object).await?;
+        }
+    }
+    target.scale(&target.colour_deployment(colour), 0).await
+}
+
+async fn public_gate(target: &KubeTarget, env: &Environment) -> Result<(), String> {
+    match &target.settings.public_url {
+        Some(url) => {
+            let url = format!("{}{}", url.trim_end_matches('/'), env.file.health.path);
+            http_gate(&url, env).await
+        }
+        None => Ok(()),
     }
 }
 
@@ -183,7 +292,7 @@ async fn undo(
     target.undo_to(before, deployment).await?;
     let h = &env.file.health;
     target
-        .wait_rollout(h.deadline(), h.interval())
+        .wait_rollout(&target.settings.deployment, h.deadline(), h.interval())
         .await
         .map_err(|reason| anyhow::anyhow!("revision {before} did not come back: {reason}"))
 }
@@ -224,7 +333,12 @@ async fn http_gate(url: &str, env: &Environment) -> Result<(), String> {
     }
 }
 
-fn new_release(env: &Environment, history: &History, source: Source) -> Result<Release> {
+fn new_release(
+    env: &Environment,
+    history: &History,
+    source: Source,
+    options: &Options,
+) -> Result<Release> {
     let base = Release {
         id: String::new(),
         image: String::new(),
@@ -232,7 +346,7 @@ fn new_release(env: &Environment, history: &History, source: Source) -> Result<R
         image_id: String::new(),
         env: env.file.app.env.clone(),
         secrets: Default::default(),
-        strategy: Strategy::Rolling,
+        strategy: options.strategy.unwrap_or(env.file.deploy.strategy),
         replicas: env.file.deploy.replicas,
         started_at: release::now(),
         finished_at: None,

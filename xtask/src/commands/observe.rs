@@ -150,7 +150,13 @@ async fn kube_status(
 ) -> Result<ExitCode> {
     let history = target.read_history().await?;
     let lock = target.lock_read().await?.map(|(_, info)| info);
-    let rollout = target.rollout_summary().await?;
+    // Blue-green: the Deployment of the colour the Service routes to.
+    let colour = target.live_colour().await?;
+    let serving = match &colour {
+        Some(c) => target.colour_deployment(c),
+        None => target.settings.deployment.clone(),
+    };
+    let rollout = target.rollout_summary(&serving).await?;
     let active = history.active();
     if json_out {
         report::print_json(&json!({
@@ -159,6 +165,7 @@ async fn kube_status(
             "active_release": active.map(|r| r.redacted()),
             "in_progress": history.in_progress().map(|r| r.id.clone()),
             "deployment": rollout,
+            "live_colour": colour,
             "lock": lock,
         }));
         return Ok(ExitCode::SUCCESS);

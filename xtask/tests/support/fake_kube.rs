@@ -18,7 +18,7 @@ use std::{
 use axum::{
     body::Bytes,
     extract::State,
-    http::{Method, StatusCode, Uri},
+    http::{HeaderMap, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     Json, Router,
 };
@@ -134,6 +134,7 @@ async fn handle(
     State(state): State<Arc<Mutex<St>>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
@@ -182,6 +183,17 @@ async fn handle(
             }
             Json(store(&mut st, &path, body)).into_response()
         }
+        ("PATCH", false)
+            if headers
+                .get("content-type")
+                .is_some_and(|t| t == "application/merge-patch+json") =>
+        {
+            let Some(mut current) = st.objects.get(&path).cloned() else {
+                return status(StatusCode::NOT_FOUND, "NotFound", "not found");
+            };
+            merge(&mut current, &body);
+            Json(store(&mut st, &path, current)).into_response()
+        }
         ("PATCH", false) => {
             let object = if path.contains("/deployments/") {
                 controller(&mut st, &path, body)
@@ -209,6 +221,22 @@ async fn handle(
             "MethodNotAllowed",
             "not in the fake",
         ),
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
     }
 }
 

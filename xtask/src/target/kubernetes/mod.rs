@@ -3,6 +3,7 @@
 //! the deploy lock and a ConfigMap holding the release history. Kubernetes
 //! replaces pods and routes the Service itself, so this target does not
 //! implement the slot-based `Target` trait: `kube_deploy` drives it instead.
+pub mod blue_green;
 pub mod history;
 pub mod lease;
 pub mod manifests;

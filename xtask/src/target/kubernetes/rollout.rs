@@ -67,7 +67,7 @@ pub fn progress(deployment: &Deployment) -> Progress {
 }
 
 impl KubeTarget {
-    fn deployments(&self) -> Api<Deployment> {
+    pub(crate) fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.settings.namespace)
     }
 
@@ -82,8 +82,7 @@ impl KubeTarget {
     }
 
     /// One line for `status`: revision, release and where the rollout stands.
-    pub async fn rollout_summary(&self) -> Result<String> {
-        let name = &self.settings.deployment;
+    pub async fn rollout_summary(&self, name: &str) -> Result<String> {
         let Some(d) = self
             .deployments()
             .get_opt(name)
@@ -123,14 +122,19 @@ impl KubeTarget {
 
     /// Polls until the rollout is complete, stuck, or `deadline` passes.
     /// Err carries the reason, in words for the release record.
-    pub async fn wait_rollout(&self, deadline: Duration, interval: Duration) -> Result<(), String> {
+    pub async fn wait_rollout(
+        &self,
+        name: &str,
+        deadline: Duration,
+        interval: Duration,
+    ) -> Result<(), String> {
         let started = Instant::now();
         loop {
             let deployment = self
                 .deployments()
-                .get(&self.settings.deployment)
+                .get(name)
                 .await
-                .map_err(|e| format!("reading Deployment {}: {e}", self.settings.deployment))?;
+                .map_err(|e| format!("reading Deployment {name}: {e}"))?;
             match progress(&deployment) {
                 Progress::Done => return Ok(()),
                 Progress::Failed(reason) => return Err(reason),
