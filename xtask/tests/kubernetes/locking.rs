@@ -66,3 +66,31 @@ async fn an_expired_lease_is_taken_over_and_only_that_lease_is_deleted() {
         xtask::release::deployer()
     );
 }
+
+#[tokio::test]
+async fn a_lease_made_by_another_tool_expires_by_its_own_renew_time() {
+    let s = setup(None).await;
+    // No xtask annotation: holder and expiry come from the Lease's own fields.
+    s.fake.insert(
+        LEASE,
+        json!({ "metadata": { "name": "app-kt-deploy-lock" },
+            "spec": { "holderIdentity": "some-operator", "leaseDurationSeconds": 60,
+                "renewTime": "2020-01-01T00:00:00.000000Z" } }),
+    );
+    assert!(deploy(&s, "xtask-app:1.0.0", &[]).await.succeeded);
+    let made = s.fake.take_calls();
+    assert_eq!(
+        lines(&made[..4]),
+        calls(&[
+            &format!("POST {LEASES}"),
+            &format!("GET {LEASE}"),
+            &format!("DELETE {LEASE}"),
+            &format!("POST {LEASES}"),
+        ])
+    );
+    let acquired = made[3].body["spec"]["acquireTime"].as_str().unwrap();
+    assert!(
+        acquired.starts_with("20") && acquired.ends_with('Z'),
+        "{acquired}"
+    );
+}

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+};
 use kube::{
     api::{DeleteParams, ObjectMeta, PostParams, Preconditions},
     Api,
@@ -41,6 +44,10 @@ impl LockStore for KubeTarget {
             spec: Some(LeaseSpec {
                 holder_identity: Some(info.holder.clone()),
                 lease_duration_seconds: Some(info.ttl_seconds.min(i32::MAX as u64) as i32),
+                // For `kubectl get lease -o yaml` and other tools; xtask reads the annotation.
+                acquire_time: k8s_openapi::jiff::Timestamp::from_second(info.since)
+                    .ok()
+                    .map(MicroTime),
                 ..Default::default()
             }),
         };
@@ -81,8 +88,9 @@ impl LockStore for KubeTarget {
                     self.lease_name()
                 )
             })?,
-            // Made by hand or another tool: describe it from the Lease itself; it never
-            // expires by our rules before its duration, and its pid is unknown.
+            // Made by hand or another tool: described from the Lease itself. It expires
+            // `leaseDurationSeconds` after its renew (or acquire) time; with neither, it is
+            // taken as just acquired, so it is never taken over: `lock release` frees it.
             None => LockInfo {
                 holder: lease
                     .spec
@@ -91,7 +99,11 @@ impl LockStore for KubeTarget {
                     .unwrap_or_else(|| "unknown".into()),
                 host: "unknown".into(),
                 pid: 0,
-                since: chrono::Utc::now().timestamp(),
+                since: lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.renew_time.clone().or_else(|| s.acquire_time.clone()))
+                    .map_or_else(|| chrono::Utc::now().timestamp(), |t| t.0.as_second()),
                 ttl_seconds: lease
                     .spec
                     .as_ref()
