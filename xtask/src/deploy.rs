@@ -292,7 +292,7 @@ async fn new_release(
 }
 
 /// Ctrl-C in a terminal, or the SIGTERM a CI runner sends on cancel.
-async fn interrupted() -> &'static str {
+pub(crate) async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");

@@ -33,6 +33,30 @@ pub struct TargetConfig {
     pub kind: TargetKind,
     /// Docker engine address; default: the engine `cargo xtask engine start` recorded, or DOCKER_HOST.
     pub host: Option<String>,
+    /// Kubernetes: the kustomize directory rendered and applied, relative to the workspace root.
+    pub overlay: Option<PathBuf>,
+    /// Kubernetes: where the Deployment, the lock Lease and the history ConfigMap live.
+    pub namespace: Option<String>,
+    /// Kubernetes: the kubeconfig context (default: the current one, or in-cluster); `--context` overrides it.
+    pub context: Option<String>,
+    /// Kubernetes: the Deployment (from the overlay) whose image each release sets.
+    pub deployment: Option<String>,
+    /// Kubernetes: the Service in front of the Deployment.
+    pub service: Option<String>,
+    /// Kubernetes: a URL that reaches the Service from the deploying machine; when set, it is
+    /// probed after the rollout (the HTTP gate), and a failure rolls the release back.
+    pub public_url: Option<String>,
+}
+
+/// The settings of a `kind = "kubernetes"` target, all present (checked by `validate`).
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    pub overlay: PathBuf,
+    pub namespace: String,
+    pub context: Option<String>,
+    pub deployment: String,
+    pub service: String,
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -132,7 +156,8 @@ pub struct EnvironmentFile {
     #[serde(default)]
     pub app: AppConfig,
     pub health: HealthConfig,
-    pub balancer: BalancerConfig,
+    /// Docker targets only: the balancer in front of the instances.
+    pub balancer: Option<BalancerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,12 +217,16 @@ impl Environment {
 
     fn validate(&self) -> Result<()> {
         let f = &self.file;
-        if f.target.kind != TargetKind::Docker {
-            bail!(self.field_error(
+        match f.target.kind {
+            TargetKind::Docker => self.validate_docker()?,
+            TargetKind::Kubernetes => {
+                self.kube()?;
+            }
+            TargetKind::Swarm => bail!(self.field_error(
                 "target.kind",
-                format!("{:?}", f.target.kind).to_lowercase(),
-                "only \"docker\" is implemented so far"
-            ));
+                "\"swarm\"",
+                "not implemented; use \"docker\" or \"kubernetes\""
+            )),
         }
         if f.deploy.replicas == 0 || f.deploy.replicas > 50 {
             bail!(self.field_error(
@@ -249,17 +278,6 @@ impl Environment {
                 bail!(self.field_error(field, v, "must be between 0 and 600"));
             }
         }
-        let b = &f.balancer;
-        if b.https_port == 0 || b.http_port == 0 || b.https_port == b.http_port {
-            bail!(self.field_error(
-                "balancer.https_port",
-                b.https_port,
-                "https_port and http_port must be two different ports above 0"
-            ));
-        }
-        if b.api_rate == 0 {
-            bail!(self.field_error("balancer.api_rate", 0, "must be above 0"));
-        }
         if !crate::image::is_valid_repo(&f.image.repo) {
             bail!(self.field_error(
                 "image.repo",
@@ -288,8 +306,136 @@ impl Environment {
         Ok(())
     }
 
+    fn validate_docker(&self) -> Result<()> {
+        let t = &self.file.target;
+        for (field, set) in [
+            ("target.overlay", t.overlay.is_some()),
+            ("target.namespace", t.namespace.is_some()),
+            ("target.context", t.context.is_some()),
+            ("target.deployment", t.deployment.is_some()),
+            ("target.service", t.service.is_some()),
+            ("target.public_url", t.public_url.is_some()),
+        ] {
+            if set {
+                bail!(self.field_error(field, "…", "is for kind = \"kubernetes\"; remove it"));
+            }
+        }
+        let Some(b) = &self.file.balancer else {
+            bail!(
+                "{}: [balancer] is missing: a docker target needs https_port and http_port",
+                self.path.display()
+            );
+        };
+        if b.https_port == 0 || b.http_port == 0 || b.https_port == b.http_port {
+            bail!(self.field_error(
+                "balancer.https_port",
+                b.https_port,
+                "https_port and http_port must be two different ports above 0"
+            ));
+        }
+        if b.api_rate == 0 {
+            bail!(self.field_error("balancer.api_rate", 0, "must be above 0"));
+        }
+        Ok(())
+    }
+
+    /// The Kubernetes settings, each required one present and well-formed.
+    pub fn kube(&self) -> Result<KubeSettings> {
+        let t = &self.file.target;
+        let missing = |field: &str, example: &str| {
+            anyhow::anyhow!(
+                "{}: target.{field} is missing: a kubernetes target needs it (e.g. {field} = {example})",
+                self.path.display()
+            )
+        };
+        if t.host.is_some() {
+            bail!(self.field_error("target.host", "…", "is for kind = \"docker\"; remove it"));
+        }
+        if self.file.balancer.is_some() {
+            bail!(
+                "{}: [balancer] is for kind = \"docker\"; a kubernetes target is reached through its Service (set target.public_url for the HTTP gate)",
+                self.path.display()
+            );
+        }
+        if !self.file.app.secrets.is_empty() {
+            bail!(self.field_error(
+                "app.secrets",
+                "…",
+                "is not supported on kubernetes: put secrets in a Kubernetes Secret referenced by the overlay (see infrastructure/kubernetes/base/secret.template.yaml)"
+            ));
+        }
+        let overlay = t
+            .overlay
+            .clone()
+            .ok_or_else(|| missing("overlay", "\"infrastructure/kubernetes/overlays/staging\""))?;
+        let namespace = t
+            .namespace
+            .clone()
+            .ok_or_else(|| missing("namespace", "\"app-staging\""))?;
+        let deployment = t
+            .deployment
+            .clone()
+            .ok_or_else(|| missing("deployment", "\"app\""))?;
+        let service = t
+            .service
+            .clone()
+            .ok_or_else(|| missing("service", "\"app\""))?;
+        for (field, value) in [
+            ("target.namespace", &namespace),
+            ("target.deployment", &deployment),
+            ("target.service", &service),
+        ] {
+            let ok = !value.is_empty()
+                && value.len() <= 63
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !value.starts_with('-')
+                && !value.ends_with('-');
+            if !ok {
+                bail!(self.field_error(
+                    field,
+                    format!("{value:?}"),
+                    "must be a Kubernetes name: lowercase letters, digits and -, at most 63"
+                ));
+            }
+        }
+        if let Some(url) = &t.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!(self.field_error(
+                    "target.public_url",
+                    format!("{url:?}"),
+                    "must start with http:// or https://"
+                ));
+            }
+        }
+        Ok(KubeSettings {
+            overlay: if overlay.is_absolute() {
+                overlay
+            } else {
+                workspace::root().join(overlay)
+            },
+            namespace,
+            context: t.context.clone(),
+            deployment,
+            service,
+            public_url: t.public_url.clone(),
+        })
+    }
+
+    /// Docker targets only (`validate` made sure the section is there).
+    pub fn balancer(&self) -> &BalancerConfig {
+        self.file
+            .balancer
+            .as_ref()
+            .expect("validated: docker targets have [balancer]")
+    }
+
     pub fn public_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.file.balancer.https_port)
+        match &self.file.balancer {
+            Some(b) => format!("https://127.0.0.1:{}", b.https_port),
+            None => self.file.target.public_url.clone().unwrap_or_default(),
+        }
     }
 }
 
@@ -378,6 +524,88 @@ http_port = 18080
             .unwrap_err()
             .to_string();
         assert!(err.contains("app.env.BIND"), "{err}");
+    }
+
+    const KUBE: &str = r#"
+[target]
+kind = "kubernetes"
+overlay = "infrastructure/kubernetes/overlays/staging"
+namespace = "app-staging"
+deployment = "app"
+service = "app"
+[image]
+repo = "xtask-app"
+[deploy]
+replicas = 2
+strategy = "rolling"
+[health]
+interval_ms = 200
+timeout_ms = 1000
+success_threshold = 2
+failure_threshold = 3
+deadline_seconds = 60
+drain_seconds = 1
+verify_seconds = 2
+"#;
+
+    #[test]
+    fn a_kubernetes_target_needs_its_fields_and_no_balancer() {
+        let env = parse_str(KUBE).unwrap();
+        let kube = env.kube().unwrap();
+        assert!(kube.overlay.is_absolute());
+        assert_eq!(kube.namespace, "app-staging");
+        assert_eq!(env.public_url(), "", "no public_url: no HTTP gate");
+        let err = parse_str(&KUBE.replace("namespace = \"app-staging\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dev.toml: target.namespace is missing"),
+            "{err}"
+        );
+        let err = parse_str(&KUBE.replace("deployment = \"app\"", "deployment = \"App_1\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("target.deployment = \"App_1\""), "{err}");
+        let err = parse_str(&format!(
+            "{KUBE}[balancer]\nhttps_port = 1\nhttp_port = 2\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("[balancer] is for kind = \"docker\""), "{err}");
+        let err = parse_str(&format!("{KUBE}[app.secrets]\nDB = \"env:X\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("app.secrets") && err.contains("Secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_docker_target_refuses_kubernetes_fields_and_needs_a_balancer() {
+        let err =
+            parse_str(&GOOD.replace("kind = \"docker\"", "kind = \"docker\"\nnamespace = \"x\""))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("target.namespace"), "{err}");
+        let without = &GOOD[..GOOD.find("[balancer]").unwrap()];
+        let err = parse_str(without).unwrap_err().to_string();
+        assert!(err.contains("[balancer] is missing"), "{err}");
+    }
+
+    #[test]
+    fn every_shipped_environment_file_parses() {
+        let dir = workspace::root().join("infrastructure/environments");
+        let mut kinds = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let env = parse(&path, &std::fs::read_to_string(&path).unwrap())
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                kinds.push(env.file.target.kind);
+            }
+        }
+        assert!(kinds.contains(&TargetKind::Docker) && kinds.contains(&TargetKind::Kubernetes));
     }
 
     #[test]

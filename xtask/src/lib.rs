@@ -10,6 +10,7 @@ pub mod engine;
 pub mod environment;
 pub mod health;
 pub mod image;
+pub mod kube_deploy;
 pub mod lint;
 pub mod load;
 pub mod lock;

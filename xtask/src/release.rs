@@ -120,6 +120,25 @@ impl History {
             .find(|r| matches!(r.outcome, Outcome::Superseded | Outcome::RolledBack))
     }
 
+    /// The release a deploy of `image` would record next, without recording it (for dry runs).
+    pub fn begin_preview(&self, image: &str) -> Release {
+        Release {
+            id: format!("r{}", self.next_seq + 1),
+            image: image.to_owned(),
+            image_id: String::new(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            strategy: Strategy::Rolling,
+            replicas: 1,
+            started_at: now(),
+            finished_at: None,
+            by: deployer(),
+            outcome: Outcome::InProgress,
+            reason: None,
+            restores: None,
+        }
+    }
+
     /// Records a new release as in progress and returns its id.
     pub fn begin(&mut self, mut release: Release) -> String {
         self.next_seq += 1;

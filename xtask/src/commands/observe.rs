@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Result;
 use serde_json::json;
 
-use super::releases::{connect, EnvJsonArgs};
+use super::releases::{connect, connect_kube, is_kube, load_env, EnvJsonArgs};
 use crate::{
     deploy, environment, health,
     lock::{self, LockStore},
@@ -42,7 +42,11 @@ async fn recover_if_abandoned(
 }
 
 pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
-    let env = environment::load(&args.env.environment)?;
+    let env = load_env(&args.env)?;
+    if is_kube(&env) {
+        let target = connect_kube(&env, &args.env).await?;
+        return kube_status(&target, &env, args.json).await;
+    }
     let target = connect(&env).await?;
     let recovered = recover_if_abandoned(&target, &env, args.json).await?;
     let history = target.read_history().await?;
@@ -136,6 +140,55 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Kubernetes: the active release from the history, the Deployment's
+/// rollout as the controller reports it, and the lock. The cluster's own
+/// readiness probes gate the pods, so no probe is sent from here.
+async fn kube_status(
+    target: &crate::target::kubernetes::KubeTarget,
+    env: &environment::Environment,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let history = target.read_history().await?;
+    let lock = target.lock_read().await?.map(|(_, info)| info);
+    // Blue-green: the Deployment of the colour the Service routes to.
+    let colour = target.live_colour().await?;
+    let serving = match &colour {
+        Some(c) => target.colour_deployment(c),
+        None => target.settings.deployment.clone(),
+    };
+    let rollout = target.rollout_summary(&serving).await?;
+    let active = history.active();
+    if json_out {
+        report::print_json(&json!({
+            "environment": env.name,
+            "public_url": target.public_url(),
+            "active_release": active.map(|r| r.redacted()),
+            "in_progress": history.in_progress().map(|r| r.id.clone()),
+            "deployment": rollout,
+            "live_colour": colour,
+            "lock": lock,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match active {
+        Some(r) => eprintln!(
+            "{}: release {} ({}) deployed {} by {}",
+            env.name,
+            r.id,
+            r.image,
+            r.finished_at.as_deref().unwrap_or("?"),
+            r.by
+        ),
+        None => eprintln!("{}: nothing deployed", env.name),
+    }
+    eprintln!("deployment: {rollout}");
+    match &lock {
+        Some(info) => eprintln!("lock: held by {}", info.describe()),
+        None => eprintln!("lock: free"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn short(id: &str) -> &str {
     let hex = id.trim_start_matches("sha256:");
     &hex[..hex.len().min(12)]
@@ -143,7 +196,7 @@ fn short(id: &str) -> &str {
 
 /// health-check.sh, typed: the public URL and every routed instance, on the three health paths.
 pub async fn health_command(args: EnvJsonArgs) -> Result<ExitCode> {
-    let env = environment::load(&args.env.environment)?;
+    let env = load_env(&args.env)?;
     let target = connect(&env).await?;
     let timeout = env.file.health.timeout().max(Duration::from_secs(2));
     let public_client = target.public_client();

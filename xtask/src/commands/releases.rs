@@ -7,9 +7,9 @@ use clap::Args;
 use crate::{
     deploy::{self, DeployReport, Source},
     engine,
-    environment::{self, Environment, Strategy},
-    image, lock, release, report,
-    target::{docker::DockerTarget, Target},
+    environment::{self, Environment, Strategy, TargetKind},
+    image, kube_deploy, lock, release, report,
+    target::{docker::DockerTarget, kubernetes::KubeTarget, Target},
 };
 
 #[derive(Args, Clone)]
@@ -23,6 +23,9 @@ pub struct EnvArg {
         value_name = "ENV"
     )]
     pub environment: String,
+    /// Kubernetes targets: the kubeconfig context to use (overrides target.context)
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
 }
 
 #[derive(Args)]
@@ -63,8 +66,38 @@ pub struct EnvJsonArgs {
     pub json: bool,
 }
 
+/// The Docker target; a command that only knows Docker says so for other kinds.
 pub async fn connect(env: &Environment) -> Result<DockerTarget> {
+    if env.file.target.kind != TargetKind::Docker {
+        bail!(
+            "{}: target.kind is {:?}; this command supports docker targets only (deploy, rollback, status, history and lock support kubernetes)",
+            env.path.display(),
+            env.file.target.kind
+        );
+    }
     DockerTarget::connect(env).await
+}
+
+pub fn is_kube(env: &Environment) -> bool {
+    env.file.target.kind == TargetKind::Kubernetes
+}
+
+/// The Kubernetes target, with `--context` over target.context.
+pub async fn connect_kube(env: &Environment, arg: &EnvArg) -> Result<KubeTarget> {
+    KubeTarget::connect(env, arg.context.as_deref()).await
+}
+
+/// Loads the environment; `--context` on a docker one is a mistake worth naming.
+pub fn load_env(arg: &EnvArg) -> Result<Environment> {
+    let env = environment::load(&arg.environment)?;
+    if arg.context.is_some() && !is_kube(&env) {
+        bail!(
+            "--context: {} is not a kubernetes target (target.kind in {}); drop the flag",
+            env.name,
+            env.path.display()
+        );
+    }
+    Ok(env)
 }
 
 fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
@@ -102,8 +135,11 @@ async fn current_image(target: &DockerTarget, env: &Environment, quiet: bool) ->
 }
 
 pub async fn deploy_command(args: DeployArgs) -> Result<ExitCode> {
-    let env = environment::load(&args.env.environment)?;
+    let env = load_env(&args.env)?;
     let overrides = parse_vars(&args.vars)?;
+    if is_kube(&env) {
+        return deploy_kube(args, env, overrides).await;
+    }
     let target = connect(&env).await?;
     let image = match args.image {
         Some(image) => image,
@@ -122,14 +158,55 @@ pub async fn deploy_command(args: DeployArgs) -> Result<ExitCode> {
 }
 
 pub async fn rollback_command(args: RollbackArgs) -> Result<ExitCode> {
-    let env = environment::load(&args.env.environment)?;
-    let target = connect(&env).await?;
+    let env = load_env(&args.env)?;
     let options = deploy::Options {
         strategy: None,
         quiet: args.json,
         command: "rollback".into(),
     };
-    let report = deploy::run(&target, &env, Source::Restore { to: args.to }, &options).await?;
+    let source = Source::Restore { to: args.to };
+    let report = if is_kube(&env) {
+        let target = connect_kube(&env, &args.env).await?;
+        kube_deploy::run(&target, &env, source, &options).await?
+    } else {
+        let target = connect(&env).await?;
+        deploy::run(&target, &env, source, &options).await?
+    };
+    Ok(print_report(&report, args.json))
+}
+
+/// Kubernetes deploy: the cluster pulls the image itself, so it is never built
+/// here; the default is this tree's tag, which CI built and pushed (or `kind load`ed).
+async fn deploy_kube(
+    args: DeployArgs,
+    env: Environment,
+    overrides: BTreeMap<String, String>,
+) -> Result<ExitCode> {
+    let image = match args.image {
+        Some(image) => image,
+        None => format!(
+            "{}:{}",
+            env.file.image.repo,
+            image::revision::current()?.tag()
+        ),
+    };
+    let target = connect_kube(&env, &args.env).await?;
+    if args.dry_run {
+        let mut planned = target.read_history().await?.begin_preview(&image);
+        planned.env = env.file.app.env.clone();
+        planned.env.extend(overrides);
+        planned.replicas = env.file.deploy.replicas;
+        let objects = crate::target::kubernetes::manifests::render(&target, &planned)?;
+        report::print_json(&objects);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = deploy::Options {
+        strategy: args.strategy,
+        quiet: args.json,
+        command: "deploy".into(),
+    };
+    let report =
+        kube_deploy::run(&target, &env, Source::Image { image, overrides }, &options).await?;
     Ok(print_report(&report, args.json))
 }
 
@@ -256,9 +333,12 @@ pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
 }
 
 pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
-    let env = environment::load(&args.env.environment)?;
-    let target = connect(&env).await?;
-    let history = target.read_history().await?;
+    let env = load_env(&args.env)?;
+    let history = if is_kube(&env) {
+        connect_kube(&env, &args.env).await?.read_history().await?
+    } else {
+        connect(&env).await?.read_history().await?
+    };
     if args.json {
         report::print_json(
             &history
@@ -304,12 +384,25 @@ pub async fn lock_command(action: LockAction) -> Result<ExitCode> {
         LockAction::Status(a) => (a, false),
         LockAction::Release(a) => (a, true),
     };
-    let env = environment::load(&args.env.environment)?;
-    let target = connect(&env).await?;
-    let current = lock::LockStore::lock_read(&target).await?;
+    let env = load_env(&args.env)?;
+    if is_kube(&env) {
+        let target = connect_kube(&env, &args.env).await?;
+        lock_action(&target, &env, &args, free).await
+    } else {
+        lock_action(&connect(&env).await?, &env, &args, free).await
+    }
+}
+
+async fn lock_action(
+    target: &impl lock::LockStore,
+    env: &Environment,
+    args: &EnvJsonArgs,
+    free: bool,
+) -> Result<ExitCode> {
+    let current = target.lock_read().await?;
     if free {
         if let Some((token, info)) = &current {
-            lock::LockStore::lock_remove(&target, token).await?;
+            target.lock_remove(token).await?;
             eprintln!(
                 "released the lock on {} held by {}",
                 env.name,
@@ -334,7 +427,7 @@ pub async fn lock_command(action: LockAction) -> Result<ExitCode> {
 /// `up`: the main job on the local default. Engine, build, scan, deploy dev, print the URL.
 pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
     engine::start().await?;
-    let env = environment::load(&env_arg.environment)?;
+    let env = load_env(&env_arg)?;
     let target = connect(&env).await?;
     let image = current_image(&target, &env, false).await?;
     let scan = crate::scan::scan(
@@ -379,7 +472,7 @@ pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
 
 /// `down`: stops every instance and the balancer of an environment; history stays.
 pub async fn down(env_arg: EnvArg) -> Result<ExitCode> {
-    let env = environment::load(&env_arg.environment)?;
+    let env = load_env(&env_arg)?;
     let target = connect(&env).await?;
     let held = lock::acquire(
         &target,

@@ -20,6 +20,12 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
 pub fn check_kustomization(dir: &Path) -> Result<()> {
+    render(dir).map(|_| ())
+}
+
+/// Renders a kustomization and returns its objects, each checked against its
+/// typed schema. The Kubernetes target deploys exactly what this returns.
+pub fn render(dir: &Path) -> Result<Vec<Value>> {
     if which::which("kubectl").is_err() {
         bail!(
             "{}: kubectl is not on PATH; install kubectl (1.32, https://kubernetes.io/docs/tasks/tools/) to render kustomizations",
@@ -27,7 +33,7 @@ pub fn check_kustomization(dir: &Path) -> Result<()> {
         );
     }
     let rendered = super::tool(dir, "kubectl", &["kustomize", &dir.to_string_lossy()])?;
-    check_documents(dir, &rendered)
+    parse_documents(dir, &rendered)
 }
 
 /// A manifest outside any kustomization (the secret template).
@@ -37,26 +43,30 @@ pub fn check_manifest_file(file: &Path) -> Result<()> {
 
 /// Every YAML document in `text` is a known, fully typed Kubernetes object.
 pub fn check_documents(origin: &Path, text: &str) -> Result<()> {
+    parse_documents(origin, text).map(|_| ())
+}
+
+fn parse_documents(origin: &Path, text: &str) -> Result<Vec<Value>> {
     let mut problems = Vec::new();
-    let mut count = 0;
+    let mut objects = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(text) {
         let value = Value::deserialize(document)
             .with_context(|| format!("{}: not valid YAML", origin.display()))?;
         if value.is_null() {
             continue;
         }
-        count += 1;
         if let Err(e) = check_object(&value) {
             problems.push(format!("{e:#}"));
         }
+        objects.push(value);
     }
-    if count == 0 {
+    if objects.is_empty() {
         bail!("{}: renders no Kubernetes objects", origin.display());
     }
     if !problems.is_empty() {
         bail!("{}: {}", origin.display(), problems.join("; "));
     }
-    Ok(())
+    Ok(objects)
 }
 
 /// One object, by apiVersion and kind, against its typed schema.

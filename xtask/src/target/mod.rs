@@ -3,6 +3,7 @@
 //! and lock itself. Strategies (rolling, blue-green) and recovery are
 //! written once, against this trait.
 pub mod docker;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 

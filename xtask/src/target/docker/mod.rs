@@ -90,7 +90,7 @@ impl DockerTarget {
             .with_context(|| format!("creating {}", runtime_dir.display()))?;
         Ok(DockerTarget {
             docker,
-            balancer: Balancer::new(&runtime_dir, &env.file.balancer),
+            balancer: Balancer::new(&runtime_dir, env.balancer()),
             runtime_dir,
             scope,
             app,

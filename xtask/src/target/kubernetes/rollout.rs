@@ -1,0 +1,274 @@
+//! Watching a Deployment's rollout the way `kubectl rollout status` judges
+//! it, undoing it the way `kubectl rollout undo` does, and collecting what a
+//! failed rollout's pods said. Polling GETs, not a watch: one GET per health
+//! interval is cheap, and a poll loop has no reconnect or bookmark cases to get wrong.
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::{Event, Pod},
+};
+use kube::{
+    api::{ListParams, LogParams},
+    Api,
+};
+use serde_json::Value;
+
+use super::{manifests::RELEASE_LABEL, KubeTarget};
+
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// Where a rollout stands, from the Deployment's status alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    Done,
+    Waiting(String),
+    Failed(String),
+}
+
+pub fn progress(deployment: &Deployment) -> Progress {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let Some(status) = &deployment.status else {
+        return Progress::Waiting("no status yet".into());
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Progress::Waiting("the controller has not seen the new spec yet".into());
+    }
+    let stuck = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    if let Some(c) = stuck {
+        return Progress::Failed(format!(
+            "rollout stuck (ProgressDeadlineExceeded): {}",
+            c.message
+                .as_deref()
+                .unwrap_or("no progress before the deadline")
+        ));
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want {
+        Progress::Waiting(format!("{updated} of {want} pods updated"))
+    } else if total > updated {
+        Progress::Waiting(format!("{} old pods still terminating", total - updated))
+    } else if ready < want || available < want {
+        Progress::Waiting(format!("{available} of {want} pods available"))
+    } else {
+        Progress::Done
+    }
+}
+
+impl KubeTarget {
+    pub(crate) fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.settings.namespace)
+    }
+
+    /// The Deployment's current revision; None before the first deploy.
+    pub async fn revision(&self) -> Result<Option<String>> {
+        let found = self
+            .deployments()
+            .get_opt(&self.settings.deployment)
+            .await
+            .with_context(|| format!("reading Deployment {}", self.settings.deployment))?;
+        Ok(found.and_then(|d| d.metadata.annotations?.get(REVISION).cloned()))
+    }
+
+    /// One line for `status`: revision, release and where the rollout stands.
+    pub async fn rollout_summary(&self, name: &str) -> Result<String> {
+        let Some(d) = self
+            .deployments()
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading Deployment {name}"))?
+        else {
+            return Ok(format!("Deployment {name} does not exist yet"));
+        };
+        let revision = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION).cloned())
+            .unwrap_or_else(|| "?".into());
+        let release = d
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.template
+                    .metadata
+                    .as_ref()?
+                    .labels
+                    .as_ref()?
+                    .get(RELEASE_LABEL)
+                    .cloned()
+            })
+            .unwrap_or_else(|| "?".into());
+        let state = match progress(&d) {
+            Progress::Done => "rolled out".to_owned(),
+            Progress::Waiting(why) => format!("rolling out: {why}"),
+            Progress::Failed(why) => format!("FAILED: {why}"),
+        };
+        Ok(format!(
+            "{name} revision {revision} (release {release}): {state}"
+        ))
+    }
+
+    /// Polls until the rollout is complete, stuck, or `deadline` passes.
+    /// Err carries the reason, in words for the release record.
+    pub async fn wait_rollout(
+        &self,
+        name: &str,
+        deadline: Duration,
+        interval: Duration,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let deployment = self
+                .deployments()
+                .get(name)
+                .await
+                .map_err(|e| format!("reading Deployment {name}: {e}"))?;
+            match progress(&deployment) {
+                Progress::Done => return Ok(()),
+                Progress::Failed(reason) => return Err(reason),
+                Progress::Waiting(why) if started.elapsed() >= deadline => {
+                    return Err(format!(
+                        "rollout not complete after {}s (health.deadline_seconds): {why}",
+                        deadline.as_secs()
+                    ))
+                }
+                Progress::Waiting(_) => tokio::time::sleep(interval).await,
+            }
+        }
+    }
+
+    /// `kubectl rollout undo --to-revision`: the ReplicaSet of `revision`
+    /// gives its pod template (minus the controller's pod-template-hash
+    /// label) to `deployment`, which is applied again.
+    pub async fn undo_to(&self, revision: &str, deployment: &Value) -> Result<()> {
+        let selector = deployment["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .context("the Deployment has no spec.selector.matchLabels")?
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let list = sets
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .context("listing ReplicaSets")?;
+        let previous = list
+            .items
+            .into_iter()
+            .find(|rs| {
+                rs.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REVISION))
+                    .is_some_and(|r| r == revision)
+            })
+            .with_context(|| {
+                format!("no ReplicaSet of revision {revision} is left (spec.revisionHistoryLimit)")
+            })?;
+        let mut template = serde_json::to_value(
+            previous
+                .spec
+                .context("the previous ReplicaSet has no spec")?
+                .template
+                .context("the previous ReplicaSet has no pod template")?,
+        )?;
+        if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
+            labels.remove("pod-template-hash");
+        }
+        let mut object = deployment.clone();
+        object["spec"]["template"] = template;
+        object["metadata"]["annotations"]["kubernetes.io/change-cause"] =
+            format!("xtask: back to revision {revision} after a failed release").into();
+        self.apply(&object).await
+    }
+
+    /// Events and last log lines of the release's pods that are not ready, for the report.
+    pub async fn diagnostics(&self, release: &str, lines: i64) -> Result<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let list = pods
+            .list(&ListParams::default().labels(&format!("{RELEASE_LABEL}={release}")))
+            .await
+            .context("listing the release's pods")?;
+        let mut out = String::new();
+        let failing = list.items.iter().filter(|p| !pod_ready(p)).take(2);
+        for pod in failing {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            out.push_str(&format!("pod {name}:\n"));
+            let field = format!("involvedObject.name={name}");
+            if let Ok(found) = events.list(&ListParams::default().fields(&field)).await {
+                for e in found.items.iter().rev().take(5).rev() {
+                    out.push_str(&format!(
+                        "  event {} {}: {}\n",
+                        e.type_.as_deref().unwrap_or(""),
+                        e.reason.as_deref().unwrap_or(""),
+                        e.message.as_deref().unwrap_or("").trim_end()
+                    ));
+                }
+            }
+            let params = LogParams {
+                tail_lines: Some(lines),
+                ..Default::default()
+            };
+            match pods.logs(&name, &params).await {
+                Ok(log) => out.extend(log.lines().map(|l| format!("  | {l}\n"))),
+                Err(e) => out.push_str(&format!("  (no logs: {e})\n")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "app", "generation": 2 },
+            "spec": { "replicas": 2, "selector": {}, "template": {} },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn progress_reads_the_status_like_rollout_status() {
+        let done = deployment(serde_json::json!({ "observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2 }));
+        assert_eq!(progress(&done), Progress::Done);
+        let stale = deployment(serde_json::json!({ "observedGeneration": 1, "replicas": 2,
+            "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2 }));
+        assert!(matches!(progress(&stale), Progress::Waiting(_)));
+        let surging = deployment(serde_json::json!({ "observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 2, "readyReplicas": 3, "availableReplicas": 3 }));
+        assert_eq!(
+            progress(&surging),
+            Progress::Waiting("1 old pods still terminating".into())
+        );
+        let stuck = deployment(serde_json::json!({ "observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 1, "conditions": [{ "type": "Progressing", "status": "False",
+            "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"app-2\" has timed out progressing." }] }));
+        assert!(matches!(progress(&stuck), Progress::Failed(r) if r.contains("timed out")));
+    }
+}
