@@ -338,12 +338,12 @@ fn workflow_calling_a_missing_command_is_named() {
     edit(
         &file,
         "\"PATH=$PATH\" cargo xtask ci",
-        "\"PATH=$PATH\" cargo xtask deploy --env prod",
+        "\"PATH=$PATH\" cargo xtask deploi -e prod",
     );
     assert_fails(
         lint::workflows::check(&file),
         &file,
-        "`cargo xtask deploy --env prod` is not a valid command",
+        "`cargo xtask deploi -e prod` is not a valid command",
     );
 }
 
