@@ -226,8 +226,10 @@ async fn locked(
     }
 }
 
-async fn new_release(
-    target: &impl Target,
+/// The release a deploy or rollback makes, before any target looks at it:
+/// the environment file plus `--env` for a new image, or an earlier
+/// release's image and variables for a rollback. Shared by every target.
+pub fn draft_release(
     env: &Environment,
     history: &History,
     source: Source,
@@ -250,20 +252,17 @@ async fn new_release(
     };
     match source {
         Source::Image { image, overrides } => {
-            for key in overrides.keys() {
-                if release::PLATFORM_ENV.contains(&key.as_str()) {
-                    bail!("--env {key}=…: {key} is set by the deploy engine");
-                }
+            if let Some(key) = overrides
+                .keys()
+                .find(|k| release::PLATFORM_ENV.contains(&k.as_str()))
+            {
+                bail!("--env {key}=…: {key} is set by the deploy engine");
             }
-            let image_id = target.image_id(&image).await?.with_context(|| {
-                format!("image {image} is not in the target: build or pull it first")
-            })?;
-            let mut env_vars = base.env.clone();
-            env_vars.extend(overrides);
+            let mut vars = base.env.clone();
+            vars.extend(overrides);
             Ok(Release {
                 image,
-                image_id,
-                env: env_vars,
+                env: vars,
                 ..base
             })
         }
@@ -273,11 +272,10 @@ async fn new_release(
                     let kept: Vec<&str> = history.releases.iter().map(|r| r.id.as_str()).collect();
                     format!("--to {id}: no such release in the history of {} (kept: {})", env.name, kept.join(", "))
                 })?,
-                None => history.previous_good().with_context(|| format!("{}: no earlier good release to roll back to (see `cargo xtask history -e {}`)", env.name, env.name))?,
+                None => history.previous_good().with_context(|| {
+                    format!("{}: no earlier good release to roll back to (see `cargo xtask history -e {}`)", env.name, env.name)
+                })?,
             };
-            if target.image_id(&chosen.image).await?.is_none() {
-                bail!("release {}: its image {} is no longer in the target; it cannot be restored without a registry", chosen.id, chosen.image);
-            }
             Ok(Release {
                 image: chosen.image.clone(),
                 image_id: chosen.image_id.clone(),
@@ -289,6 +287,26 @@ async fn new_release(
             })
         }
     }
+}
+
+/// On a single host the image must already be in the engine: a rollback needs no registry.
+async fn new_release(
+    target: &impl Target,
+    env: &Environment,
+    history: &History,
+    source: Source,
+    options: &Options,
+) -> Result<Release> {
+    let mut release = draft_release(env, history, source, options)?;
+    match (target.image_id(&release.image).await?, &release.restores) {
+        (Some(id), _) => release.image_id = id,
+        (None, Some(restores)) => bail!(
+            "release {restores}: its image {} is no longer in the target; it cannot be restored without a registry",
+            release.image
+        ),
+        (None, None) => bail!("image {} is not in the target: build or pull it first", release.image),
+    }
+    Ok(release)
 }
 
 /// Ctrl-C in a terminal, or the SIGTERM a CI runner sends on cancel.

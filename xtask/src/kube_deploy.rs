@@ -333,61 +333,15 @@ async fn http_gate(url: &str, env: &Environment) -> Result<(), String> {
     }
 }
 
+/// The cluster pulls by reference (its digest is only known to the nodes),
+/// and secrets stay in the overlay's Secret, which validation enforces.
 fn new_release(
     env: &Environment,
     history: &History,
     source: Source,
     options: &Options,
 ) -> Result<Release> {
-    let base = Release {
-        id: String::new(),
-        image: String::new(),
-        // The cluster pulls by reference; its digest is only known to the nodes.
-        image_id: String::new(),
-        env: env.file.app.env.clone(),
-        secrets: Default::default(),
-        strategy: options.strategy.unwrap_or(env.file.deploy.strategy),
-        replicas: env.file.deploy.replicas,
-        started_at: release::now(),
-        finished_at: None,
-        by: release::deployer(),
-        outcome: release::Outcome::InProgress,
-        reason: None,
-        restores: None,
-    };
-    match source {
-        Source::Image { image, overrides } => {
-            if let Some(key) = overrides
-                .keys()
-                .find(|k| release::PLATFORM_ENV.contains(&k.as_str()))
-            {
-                bail!("--env {key}=…: {key} is set by the deploy engine");
-            }
-            let mut vars = base.env.clone();
-            vars.extend(overrides);
-            Ok(Release {
-                image,
-                env: vars,
-                ..base
-            })
-        }
-        Source::Restore { to } => {
-            let chosen = match &to {
-                Some(id) => history.get(id).with_context(|| {
-                    let kept: Vec<&str> = history.releases.iter().map(|r| r.id.as_str()).collect();
-                    format!("--to {id}: no such release in the history of {} (kept: {})", env.name, kept.join(", "))
-                })?,
-                None => history.previous_good().with_context(|| {
-                    format!("{}: no earlier good release to roll back to (see `cargo xtask history -e {}`)", env.name, env.name)
-                })?,
-            };
-            Ok(Release {
-                image: chosen.image.clone(),
-                env: chosen.env.clone(),
-                replicas: chosen.replicas,
-                restores: Some(chosen.id.clone()),
-                ..base
-            })
-        }
-    }
+    let mut release = crate::deploy::draft_release(env, history, source, options)?;
+    release.image_id.clear();
+    Ok(release)
 }
