@@ -187,9 +187,7 @@ async fn rolling(
         target.apply(object).await.map_err(|e| format!("{e:#}"))?;
     }
     let name = &target.settings.deployment;
-    target
-        .wait_rollout(name, h.deadline(), h.interval())
-        .await?;
+    target.wait_rollout(name, h.deadline()).await?;
     *rolled_out = Some(started.elapsed().as_secs_f64());
     public_gate(target, env).await
 }
@@ -218,9 +216,7 @@ async fn blue_green(
         target.apply(object).await.map_err(text)?;
     }
     let name = target.colour_deployment(colour);
-    target
-        .wait_rollout(&name, h.deadline(), h.interval())
-        .await?;
+    target.wait_rollout(&name, h.deadline()).await?;
     *switched = true;
     for object in &moves {
         target.apply(object).await.map_err(text)?;
@@ -292,7 +288,7 @@ async fn undo(
     target.undo_to(before, deployment).await?;
     let h = &env.file.health;
     target
-        .wait_rollout(&target.settings.deployment, h.deadline(), h.interval())
+        .wait_rollout(&target.settings.deployment, h.deadline())
         .await
         .map_err(|reason| anyhow::anyhow!("revision {before} did not come back: {reason}"))
 }

@@ -51,8 +51,8 @@ async fn blue_green_deploys_beside_the_live_colour_then_switches_and_retires_it(
         &format!("PATCH {hpa}"),
         "PATCH /apis/networking.k8s.io/v1/namespaces/app-staging/ingresses/app",
         "PATCH /apis/networking.k8s.io/v1/namespaces/app-staging/networkpolicies/app",
-        &format!("GET {APPS}/deployments/app-green"),
-        &format!("GET {APPS}/deployments/app-green"),
+        &format!("GET {APPS}/deployments"), // the watcher's LIST of app-green
+        &format!("GET {APPS}/deployments?watch"),
         &format!("PATCH {NS}/services/app"), // the switch
         &format!("PATCH {hpa}"),
         &format!("PATCH {APPS}/deployments/app-blue"), // scaled to 0

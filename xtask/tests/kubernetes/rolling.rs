@@ -13,8 +13,8 @@ async fn rolling_deploy_applies_the_overlay_waits_for_the_rollout_and_records_it
     ]);
     expected.extend(applies());
     expected.extend(calls(&[
-        &format!("GET {APPS}/deployments/app"), // stale: observedGeneration behind
-        &format!("GET {APPS}/deployments/app"), // complete
+        &format!("GET {APPS}/deployments"), // the watcher's LIST: stale, observedGeneration behind
+        &format!("GET {APPS}/deployments?watch"), // MODIFIED: complete
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),
         &format!("DELETE {LEASE}"),
@@ -29,6 +29,24 @@ async fn rolling_deploy_applies_the_overlay_waits_for_the_rollout_and_records_it
         apply.query.contains("fieldManager=xtask") && apply.query.contains("force=true"),
         "{}",
         apply.query
+    );
+    // The watcher lists the one Deployment by name, then watches from that list's resourceVersion.
+    let w = made
+        .iter()
+        .position(|c| c.query.contains("watch=true"))
+        .unwrap();
+    let (list, watch) = (&made[w - 1], &made[w]);
+    for c in [list, watch] {
+        assert!(
+            c.query.contains("fieldSelector=metadata.name%3Dapp"),
+            "{}",
+            c.query
+        );
+    }
+    assert!(
+        watch.query.contains("watch=true") && watch.query.contains("resourceVersion="),
+        "{}",
+        watch.query
     );
     let d = &apply.body;
     assert_eq!(
@@ -93,16 +111,16 @@ async fn a_stuck_rollout_reapplies_the_previous_replicaset_template() {
     ]);
     expected.extend(applies());
     expected.extend(calls(&[
-        &format!("GET {APPS}/deployments/app"),
-        &format!("GET {APPS}/deployments/app"), // ProgressDeadlineExceeded
+        &format!("GET {APPS}/deployments"),
+        &format!("GET {APPS}/deployments?watch"), // MODIFIED: ProgressDeadlineExceeded
         &format!("GET {NS}/pods"),
         &format!("GET {NS}/events"),
         &format!("GET {NS}/pods/app-2-x/log"),
         &format!("GET {APPS}/deployments/app"), // has the apply made a new revision?
         &format!("GET {APPS}/replicasets"),
         &format!("PATCH {APPS}/deployments/app"), // revision 1's template again
-        &format!("GET {APPS}/deployments/app"),
-        &format!("GET {APPS}/deployments/app"),
+        &format!("GET {APPS}/deployments"),
+        &format!("GET {APPS}/deployments?watch"),
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),
         &format!("DELETE {LEASE}"),
@@ -192,8 +210,8 @@ async fn rollback_to_reapplies_that_releases_image_and_env() {
     ]);
     expected.extend(applies());
     expected.extend(calls(&[
-        &format!("GET {APPS}/deployments/app"),
-        &format!("GET {APPS}/deployments/app"),
+        &format!("GET {APPS}/deployments"),
+        &format!("GET {APPS}/deployments?watch"),
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),
         &format!("DELETE {LEASE}"),
@@ -256,5 +274,46 @@ async fn every_overlay_renders_into_a_release_deployment() {
     assert!(
         s.fake.take_calls().is_empty(),
         "rendering touches no cluster"
+    );
+}
+
+#[tokio::test]
+async fn the_rollout_watch_fails_at_once_without_the_deployment_and_at_the_deadline_without_progress(
+) {
+    use std::time::{Duration, Instant};
+    let s = setup(None).await;
+    let started = Instant::now();
+    let missing = s
+        .target
+        .wait_rollout("app", Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(missing.contains("not found"), "{missing}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for the deadline"
+    );
+    // No controller script for it: the LIST and the one watch event carry no status, then the stream idles.
+    let deployment = json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "app", "generation": 1 },
+        "spec": { "replicas": 2, "selector": {}, "template": {} } });
+    s.fake
+        .insert(&format!("{APPS}/deployments/app"), deployment);
+    let late = s
+        .target
+        .wait_rollout("app", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        late.contains("not complete after 1s") && late.contains("no status yet"),
+        "{late}"
+    );
+    assert_eq!(
+        lines(&s.fake.take_calls()),
+        calls(&[
+            &format!("GET {APPS}/deployments"), // empty: not found
+            &format!("GET {APPS}/deployments"),
+            &format!("GET {APPS}/deployments?watch"),
+        ])
     );
 }

@@ -5,8 +5,11 @@
 //! preconditions) and a scripted Deployment controller: each new pod
 //! template makes (or reuses) a ReplicaSet with the next revision, and the
 //! rollout completes or gets stuck (ProgressDeadlineExceeded) as the test says.
+//! A WATCH of deployments streams the rest of that scripted status progression
+//! as MODIFIED events, then holds the stream open as an idle server would.
 //! It proves the calls xtask makes and how it reads the answers; it proves
-//! nothing about real scheduling, probes, RBAC, admission or watch semantics.
+//! nothing about real scheduling, probes, RBAC, admission, or watch semantics
+//! beyond that happy path (no bookmarks, 410 Gone, timeouts or reconnects).
 #![allow(dead_code)] // each test uses a different part
 
 use std::{
@@ -22,7 +25,13 @@ use axum::{
     response::{IntoResponse, Response},
     Json, Router,
 };
+use futures_util::StreamExt;
 use serde_json::{json, Value};
+
+// The scripted Deployment controller: revisions, ReplicaSets and the status progression.
+#[path = "fake_kube_controller.rs"]
+mod controller;
+use controller::{controller, with_status};
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -35,7 +44,8 @@ pub struct Call {
 /// How the scripted controller handles the next new pod template.
 #[derive(Debug, Clone, Copy)]
 pub enum Rollout {
-    /// One status read shows the old generation, the next one a complete rollout.
+    /// One status read (GET, LIST item or watch event) shows the old generation,
+    /// the next one a complete rollout.
     Completes,
     /// One stale read, then Progressing=False with reason ProgressDeadlineExceeded.
     Stuck,
@@ -110,12 +120,17 @@ impl FakeKube {
     }
 }
 
-/// "METHOD path" of each call: what the tests compare.
+/// "METHOD path" of each call, "?watch" marking a watch: what the tests compare.
 pub fn lines(calls: &[Call]) -> Vec<String> {
+    let watch = |c: &Call| if is_watch(&c.query) { "?watch" } else { "" };
     calls
         .iter()
-        .map(|c| format!("{} {}", c.method, c.path))
+        .map(|c| format!("{} {}{}", c.method, c.path, watch(c)))
         .collect()
+}
+
+fn is_watch(query: &str) -> bool {
+    query.split('&').any(|p| p == "watch=true")
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
@@ -127,7 +142,8 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 /// Collections end in a plural resource name; everything else names an object.
 fn is_collection(path: &str) -> bool {
     let last = path.rsplit('/').next().unwrap_or_default();
-    ["leases", "configmaps", "replicasets", "pods", "events"].contains(&last)
+    let plural = "leases configmaps deployments replicasets pods events";
+    plural.split(' ').any(|p| p == last)
 }
 
 async fn handle(
@@ -151,7 +167,8 @@ async fn handle(
         return "starting\nerror: cannot connect to the database\n".into_response();
     }
     match (method.as_str(), is_collection(&path)) {
-        ("GET", true) => list(&st, &path, &query),
+        ("GET", true) if is_watch(&query) => watch(&mut st, &path, &query),
+        ("GET", true) => list(&mut st, &path, &query),
         ("POST", true) => {
             let key = format!(
                 "{path}/{}",
@@ -249,9 +266,9 @@ fn store(st: &mut St, path: &str, mut object: Value) -> Value {
     object
 }
 
-fn list(st: &St, path: &str, query: &str) -> Response {
-    let mut labels = Vec::new();
-    let mut fields = Vec::new();
+/// The label and field selectors of a query, as (key, value) pairs.
+fn selectors(query: &str) -> (Pairs, Pairs) {
+    let (mut labels, mut fields) = (Vec::new(), Vec::new());
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = v
@@ -268,129 +285,67 @@ fn list(st: &St, path: &str, query: &str) -> Response {
                 .filter_map(|s| s.split_once('=').map(|(a, b)| (a.to_owned(), b.to_owned()))),
         );
     }
-    let items: Vec<Value> = st
+    (labels, fields)
+}
+
+type Pairs = Vec<(String, String)>;
+
+fn list(st: &mut St, path: &str, query: &str) -> Response {
+    let (labels, fields) = selectors(query);
+    let items: Vec<(String, Value)> = st
         .objects
         .iter()
         .filter(|(k, _)| {
             k.strip_prefix(path)
                 .is_some_and(|rest| rest.matches('/').count() == 1)
         })
-        .map(|(_, v)| v.clone())
-        .filter(|v| {
+        .filter(|(_, v)| {
             labels
                 .iter()
                 .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want))
         })
-        .filter(|v| {
-            fields.iter().all(|(k, want)| {
-                k != "involvedObject.name" || v["involvedObject"]["name"].as_str() == Some(want)
+        .filter(|(_, v)| {
+            fields.iter().all(|(k, want)| match k.as_str() {
+                "involvedObject.name" => v["involvedObject"]["name"].as_str() == Some(want),
+                "metadata.name" => v["metadata"]["name"].as_str() == Some(want),
+                _ => true,
             })
         })
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Json(json!({ "apiVersion": "v1", "kind": "List", "metadata": { "resourceVersion": st.version.to_string() }, "items": items })).into_response()
-}
-
-fn without_hash(template: &Value) -> Value {
-    let mut t = template.clone();
-    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
-        labels.remove("pod-template-hash");
-    }
-    t
-}
-
-/// The Deployment controller's part in an apply: generation, revision and ReplicaSets.
-fn controller(st: &mut St, path: &str, mut applied: Value) -> Value {
-    let previous = st.objects.get(path).cloned();
-    let old_template = previous.as_ref().map(|p| p["spec"]["template"].clone());
-    let mut generation = previous
-        .as_ref()
-        .and_then(|p| p["metadata"]["generation"].as_i64())
-        .unwrap_or(0);
-    let mut revision: i64 = previous
-        .as_ref()
-        .and_then(|p| {
-            p["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
-                .as_str()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
-    if old_template.as_ref() != Some(&applied["spec"]["template"]) {
-        generation += 1;
-        let sets_path = path.replace(
-            &format!(
-                "/deployments/{}",
-                applied["metadata"]["name"].as_str().unwrap()
-            ),
-            "/replicasets",
-        );
-        let highest = st
-            .objects
-            .iter()
-            .filter(|(k, _)| k.starts_with(&sets_path))
-            .filter_map(|(_, rs)| {
-                rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
-                    .as_str()?
-                    .parse::<i64>()
-                    .ok()
-            })
-            .max()
-            .unwrap_or(0);
-        revision = highest + 1;
-        // Like the real controller: an old ReplicaSet with the same template is reused with the new revision.
-        let reused = st
-            .objects
-            .iter()
-            .find(|(k, rs)| {
-                k.starts_with(&sets_path)
-                    && without_hash(&rs["spec"]["template"]) == applied["spec"]["template"]
-            })
-            .map(|(k, _)| k.clone());
-        let key = reused.unwrap_or_else(|| {
-            format!(
-                "{sets_path}/{}-{revision}",
-                applied["metadata"]["name"].as_str().unwrap()
-            )
-        });
-        let mut template = applied["spec"]["template"].clone();
-        template["metadata"]["labels"]["pod-template-hash"] = json!(format!("h{revision}"));
-        let rs = json!({
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": { "name": key.rsplit('/').next().unwrap(), "labels": template["metadata"]["labels"].clone(),
-                "annotations": { "deployment.kubernetes.io/revision": revision.to_string() } },
-            "spec": { "replicas": applied["spec"]["replicas"].clone(), "selector": applied["spec"]["selector"].clone(), "template": template },
-        });
-        store(st, &key, rs);
-        let next = st.script.pop_front().unwrap_or(Rollout::Completes);
-        st.rollouts.insert(path.to_owned(), (next, 1));
-    }
-    applied["metadata"]["generation"] = json!(generation);
-    applied["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
-        json!(revision.to_string());
-    applied
-}
-
-/// The status the controller would report at this read.
-fn with_status(st: &mut St, path: &str, mut object: Value) -> Value {
-    let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
-    let want = object["spec"]["replicas"].as_i64().unwrap_or(1);
-    let Some((rollout, stale)) = st.rollouts.get_mut(path) else {
-        return object;
-    };
-    object["status"] = if *stale > 0 {
-        *stale -= 1;
-        json!({ "observedGeneration": generation - 1, "replicas": want, "updatedReplicas": 0, "readyReplicas": want, "availableReplicas": want })
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|(k, v)| with_status(st, &k, v))
+        .collect();
+    let kind = if path.ends_with("/deployments") {
+        "DeploymentList"
     } else {
-        match rollout {
-            Rollout::Completes => {
-                json!({ "observedGeneration": generation, "replicas": want, "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want })
-            }
-            Rollout::Stuck => {
-                json!({ "observedGeneration": generation, "replicas": want + 1, "updatedReplicas": 1, "readyReplicas": want, "availableReplicas": want,
-                "conditions": [{ "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                    "message": format!("ReplicaSet has timed out progressing.") }] })
-            }
-        }
+        "List"
     };
-    object
+    Json(json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": st.version.to_string() }, "items": items })).into_response()
+}
+
+/// A watch of one Deployment (fieldSelector metadata.name=NAME): the rest of its
+/// scripted status progression, one MODIFIED event per line, then an open, idle stream.
+/// A re-watch (the watcher's, after any dropped stream) gets the current status again.
+fn watch(st: &mut St, path: &str, query: &str) -> Response {
+    let (_, fields) = selectors(query);
+    let name = fields.iter().find(|(k, _)| k == "metadata.name");
+    let key = format!(
+        "{path}/{}",
+        name.map(|(_, v)| v.as_str()).unwrap_or_default()
+    );
+    let mut events = Vec::new();
+    while let Some(object) = st.objects.get(&key).cloned() {
+        let more = st.rollouts.get(&key).is_some_and(|(_, stale)| *stale > 0);
+        let event = json!({ "type": "MODIFIED", "object": with_status(st, &key, object) });
+        events.push(Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+            "{event}\n"
+        ))));
+        if !more {
+            break;
+        }
+    }
+    let stream = futures_util::stream::iter(events).chain(futures_util::stream::pending());
+    axum::body::Body::from_stream(stream).into_response()
 }

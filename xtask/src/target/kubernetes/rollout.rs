@@ -1,16 +1,23 @@
 //! Watching a Deployment's rollout the way `kubectl rollout status` judges
 //! it, undoing it the way `kubectl rollout undo` does, and collecting what a
-//! failed rollout's pods said. Polling GETs, not a watch: one GET per health
-//! interval is cheap, and a poll loop has no reconnect or bookmark cases to get wrong.
-use std::time::{Duration, Instant};
+//! failed rollout's pods said. The rollout is followed with kube-runtime's
+//! watcher (one LIST, then a WATCH of the one Deployment by field selector):
+//! every status the controller writes is judged by `progress` as it arrives,
+//! and the watcher's own re-watch/re-list (with backoff) covers a dropped stream.
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use futures_util::{pin_mut, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
     core::v1::{Event, Pod},
 };
 use kube::{
     api::{ListParams, LogParams},
+    runtime::{
+        watcher::{self, watcher, Event as Watched},
+        WatchStreamExt,
+    },
     Api,
 };
 use serde_json::Value;
@@ -120,32 +127,60 @@ impl KubeTarget {
         ))
     }
 
-    /// Polls until the rollout is complete, stuck, or `deadline` passes.
-    /// Err carries the reason, in words for the release record.
-    pub async fn wait_rollout(
-        &self,
-        name: &str,
-        deadline: Duration,
-        interval: Duration,
-    ) -> Result<(), String> {
-        let started = Instant::now();
+    /// Watches until the rollout is complete, stuck, or `deadline` passes.
+    /// Err carries the reason, in words for the release record. A failed
+    /// first LIST is an error at once (as the GET it replaces was); later
+    /// watch errors are retried by the watcher and only named at the deadline.
+    pub async fn wait_rollout(&self, name: &str, deadline: Duration) -> Result<(), String> {
+        let mut why = "no status read yet".to_owned();
+        let watched = self.watch_rollout(name, &mut why);
+        match tokio::time::timeout(deadline, watched).await {
+            Ok(judged) => judged,
+            Err(_) => Err(format!(
+                "rollout not complete after {}s (health.deadline_seconds): {why}",
+                deadline.as_secs()
+            )),
+        }
+    }
+
+    async fn watch_rollout(&self, name: &str, why: &mut String) -> Result<(), String> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let events = watcher(self.deployments(), config).default_backoff();
+        pin_mut!(events);
+        let (mut listed, mut seen) = (false, false);
+        let mut waiting = why.clone();
         loop {
-            let deployment = self
-                .deployments()
-                .get(name)
-                .await
-                .map_err(|e| format!("reading Deployment {name}: {e}"))?;
+            let event = match events.try_next().await {
+                Ok(Some(event)) => event,
+                Ok(None) => return Err(format!("the watch of Deployment {name} ended")),
+                Err(e) if !listed => return Err(format!("reading Deployment {name}: {e}")),
+                Err(e) => {
+                    *why = format!("{waiting} (watch error, retrying: {e})");
+                    continue;
+                }
+            };
+            let deployment = match event {
+                Watched::Apply(d) | Watched::InitApply(d) => d,
+                Watched::Delete(_) => return Err(format!("Deployment {name} was deleted")),
+                Watched::Init => {
+                    seen = false;
+                    continue;
+                }
+                Watched::InitDone if !seen => {
+                    return Err(format!("reading Deployment {name}: not found"))
+                }
+                Watched::InitDone => {
+                    listed = true;
+                    continue;
+                }
+            };
+            seen = true;
             match progress(&deployment) {
                 Progress::Done => return Ok(()),
                 Progress::Failed(reason) => return Err(reason),
-                Progress::Waiting(why) if started.elapsed() >= deadline => {
-                    return Err(format!(
-                        "rollout not complete after {}s (health.deadline_seconds): {why}",
-                        deadline.as_secs()
-                    ))
-                }
-                Progress::Waiting(_) => tokio::time::sleep(interval).await,
+                Progress::Waiting(now) => waiting = now,
             }
+            why.clone_from(&waiting);
         }
     }
 
