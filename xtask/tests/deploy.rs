@@ -10,6 +10,29 @@ use support::deploy_env::TestEnv;
 use xtask::load::Load;
 use xtask::target::Target;
 
+/// One deploy test at a time (they share two cores), both releases built, and a fresh environment.
+async fn setup(
+    label: &str,
+    strategy: &str,
+    initial_delay_ms: u64,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    String,
+    String,
+    TestEnv,
+) {
+    let serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    (
+        serial,
+        v1,
+        v2,
+        TestEnv::new(label, strategy, initial_delay_ms),
+    )
+}
+
 fn outcome_of(history: &Value, id: &str) -> (String, String) {
     let r = history
         .as_array()
@@ -48,11 +71,7 @@ async fn instances(env: &TestEnv) -> Vec<(String, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_and_blue_green_deploys_under_keep_alive_load_fail_no_request() {
-    let _serial = support::SERIAL.lock().await;
-    let (docker, _) = support::docker().await;
-    let v1 = support::built_image(&docker).await.tags[0].clone();
-    let v2 = support::second_image(&docker).await;
-    let env = TestEnv::new("zero", "rolling", 0);
+    let (_serial, v1, v2, env) = setup("zero", "rolling", 0).await;
 
     let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
     assert!(ok, "{stderr}");
@@ -110,11 +129,7 @@ async fn rolling_and_blue_green_deploys_under_keep_alive_load_fail_no_request() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_ready_and_crashing_releases_roll_back_by_themselves_without_a_failed_request() {
-    let _serial = support::SERIAL.lock().await;
-    let (docker, _) = support::docker().await;
-    let v1 = support::built_image(&docker).await.tags[0].clone();
-    let v2 = support::second_image(&docker).await;
-    let env = TestEnv::new("bad", "rolling", 0);
+    let (_serial, v1, v2, env) = setup("bad", "rolling", 0).await;
     assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
 
     let load = load_against(&env).await;
@@ -219,11 +234,7 @@ async fn instance_env(env: &TestEnv, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_process() {
-    let _serial = support::SERIAL.lock().await;
-    let (docker, _) = support::docker().await;
-    let v1 = support::built_image(&docker).await.tags[0].clone();
-    let v2 = support::second_image(&docker).await;
-    let env = TestEnv::new("back", "rolling", 0);
+    let (_serial, v1, v2, env) = setup("back", "rolling", 0).await;
     assert!(
         env.xtask_json(&["deploy", "--image", &v1, "--env", "GREETING=one"])
             .0
@@ -304,12 +315,8 @@ async fn wait_for_lock(env: &TestEnv) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deploys_are_refused_and_killed_or_interrupted_ones_are_cleaned_up() {
-    let _serial = support::SERIAL.lock().await;
-    let (docker, _) = support::docker().await;
-    let v1 = support::built_image(&docker).await.tags[0].clone();
-    let v2 = support::second_image(&docker).await;
     // Every gate waits 2 s before its first probe: time to act mid-deploy.
-    let env = TestEnv::new("lock", "rolling", 2000);
+    let (_serial, v1, v2, env) = setup("lock", "rolling", 2000).await;
     assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
 
     let mut first = spawn_deploy(&env, &v2);
@@ -418,10 +425,7 @@ fn a_bad_environment_file_is_named_with_its_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_stops_the_deploy_before_anything_is_recorded() {
-    let _serial = support::SERIAL.lock().await;
-    let (docker, _) = support::docker().await;
-    let v1 = support::built_image(&docker).await.tags[0].clone();
-    let env = TestEnv::new("secret", "rolling", 0);
+    let (_serial, v1, _, env) = setup("secret", "rolling", 0).await;
     env.append("[app.secrets]\nDATABASE_URL = \"env:XTASK_TEST_UNSET_SECRET\"\n");
     let out = env.xtask(&["deploy", "--image", &v1]);
     assert!(!out.status.success());
@@ -449,10 +453,8 @@ async fn a_missing_secret_stops_the_deploy_before_anything_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_the_main_job_and_down_stops_it() {
-    let _serial = support::SERIAL.lock().await;
-    let (docker, _) = support::docker().await;
-    support::built_image(&docker).await;
-    let env = TestEnv::new("up", "rolling", 0);
+    // `up` deploys the image of this tree, which setup has built.
+    let (_serial, _, _, env) = setup("up", "rolling", 0).await;
     let out = env.xtask(&["up"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
