@@ -43,7 +43,7 @@ pub enum Command {
     Health(commands::releases::EnvJsonArgs),
     /// Show or free an environment's deploy lock
     #[command(subcommand)]
-    Lock(commands::releases::LockAction),
+    Lock(commands::lifecycle::LockAction),
     /// The main job on the local default: engine, build, scan, deploy dev, print the URL
     Up(commands::releases::EnvArg),
     /// Stop an environment's instances and balancer (history is kept)
@@ -92,9 +92,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => commands::observe::status(args).await,
         Command::History(args) => commands::releases::history_command(args).await,
         Command::Health(args) => commands::observe::health_command(args).await,
-        Command::Lock(action) => commands::releases::lock_command(action).await,
-        Command::Up(args) => commands::releases::up(args).await,
-        Command::Down(args) => commands::releases::down(args).await,
+        Command::Lock(action) => commands::lifecycle::lock_command(action).await,
+        Command::Up(args) => commands::lifecycle::up(args).await,
+        Command::Down(args) => commands::lifecycle::down(args).await,
         Command::Bench(bench) => crate::bench::run(bench).await,
         Command::Lint { json } => lint::run(json),
     }

@@ -1,6 +1,7 @@
 //! Command-line glue: parse flags, call the concept modules, report for
 //! people (tables) or machines (`--json`).
 pub mod image;
+pub mod lifecycle;
 pub mod observe;
 pub mod releases;
 

@@ -27,8 +27,9 @@ async fn the_context_flag_overrides_target_context() {
 #[tokio::test]
 async fn status_history_and_lock_commands_dispatch_to_the_cluster() {
     use xtask::commands::{
+        lifecycle::{lock_command, LockAction},
         observe::status,
-        releases::{history_command, lock_command, EnvArg, EnvJsonArgs, LockAction},
+        releases::{history_command, EnvArg, EnvJsonArgs},
     };
     let s = setup(None).await;
     assert!(deploy(&s, "xtask-app:1.0.0", &[]).await.succeeded);

@@ -1,0 +1,231 @@
+//! `infrastructure/environments/<name>.toml`: where and how an environment
+//! runs. Parsed strictly: an unknown field, a missing one or a bad value is
+//! an error naming the file, the field and the fix.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::workspace;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Docker,
+    Swarm,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    Rolling,
+    BlueGreen,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub kind: TargetKind,
+    /// Docker engine address; default: the engine `cargo xtask engine start` recorded, or DOCKER_HOST.
+    pub host: Option<String>,
+    /// Kubernetes: the kustomize directory rendered and applied, relative to the workspace root.
+    pub overlay: Option<PathBuf>,
+    /// Kubernetes: where the Deployment, the lock Lease and the history ConfigMap live.
+    pub namespace: Option<String>,
+    /// Kubernetes: the kubeconfig context (default: the current one, or in-cluster); `--context` overrides it.
+    pub context: Option<String>,
+    /// Kubernetes: the Deployment (from the overlay) whose image each release sets.
+    pub deployment: Option<String>,
+    /// Kubernetes: the Service in front of the Deployment.
+    pub service: Option<String>,
+    /// Kubernetes: a URL that reaches the Service from the deploying machine; when set, it is
+    /// probed after the rollout (the HTTP gate), and a failure rolls the release back.
+    pub public_url: Option<String>,
+}
+
+/// The settings of a `kind = "kubernetes"` target, all present (checked by `validate`).
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    pub overlay: PathBuf,
+    pub namespace: String,
+    pub context: Option<String>,
+    pub deployment: String,
+    pub service: String,
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    pub repo: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    pub replicas: usize,
+    pub strategy: Strategy,
+    #[serde(default = "default_keep")]
+    pub keep_releases: usize,
+    #[serde(default = "default_lock_ttl")]
+    pub lock_ttl_seconds: u64,
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+fn default_lock_ttl() -> u64 {
+    900
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// NAME = "env:VARIABLE" or "file:/path": resolved on the deploying machine at deploy time.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_path")]
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub initial_delay_ms: u64,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+    pub deadline_seconds: u64,
+    /// The app's DRAIN_SECONDS: how long an instance keeps serving after SIGTERM.
+    pub drain_seconds: f64,
+    /// After traffic moves, the public URL is watched this long before the old release goes.
+    pub verify_seconds: f64,
+}
+
+fn default_path() -> String {
+    "/ready".into()
+}
+
+impl HealthConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn deadline(&self) -> Duration {
+        Duration::from_secs(self.deadline_seconds)
+    }
+    pub fn verify(&self) -> Duration {
+        Duration::from_secs_f64(self.verify_seconds)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// HTTPS port of the public URL, on 127.0.0.1.
+    pub https_port: u16,
+    /// Plain HTTP port that redirects to HTTPS.
+    pub http_port: u16,
+    /// Per-client request budget for the API (requests per second).
+    #[serde(default = "default_api_rate")]
+    pub api_rate: u32,
+}
+
+fn default_api_rate() -> u32 {
+    100
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentFile {
+    pub target: TargetConfig,
+    pub image: ImageConfig,
+    pub deploy: DeployConfig,
+    #[serde(default)]
+    pub app: AppConfig,
+    pub health: HealthConfig,
+    /// Docker targets only: the balancer in front of the instances.
+    pub balancer: Option<BalancerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub path: PathBuf,
+    pub file: EnvironmentFile,
+}
+
+/// `-e NAME` -> `infrastructure/environments/NAME.toml`; a value with `/` or ending in `.toml` is a path.
+pub fn resolve_path(selector: &str) -> PathBuf {
+    if selector.contains('/') || selector.ends_with(".toml") {
+        PathBuf::from(selector)
+    } else {
+        workspace::root()
+            .join("infrastructure/environments")
+            .join(format!("{selector}.toml"))
+    }
+}
+
+pub fn load(selector: &str) -> Result<Environment> {
+    let path = resolve_path(selector);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("-e {selector}: cannot read {} (environments live in infrastructure/environments/NAME.toml)", path.display())
+    })?;
+    parse(&path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Environment> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        bail!("{}: the environment name `{name}` (the file name) must be lowercase letters, digits and -", path.display());
+    }
+    let file: EnvironmentFile = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let env = Environment {
+        name,
+        path: path.to_path_buf(),
+        file,
+    };
+    env.validate()?;
+    Ok(env)
+}
+
+/// Resolves a secret reference on the deploying machine. The value is never logged.
+pub fn resolve_secret(name: &str, reference: &str) -> Result<String> {
+    if let Some(variable) = reference.strip_prefix("env:") {
+        std::env::var(variable).with_context(|| {
+            format!("secret {name}: environment variable {variable} is not set on this machine")
+        })
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches('\n').to_owned())
+            .with_context(|| format!("secret {name}: cannot read {path}"))
+    } else {
+        bail!("secret {name}: reference must be env:VARIABLE or file:/path")
+    }
+}
+
+mod validate;
+
+#[cfg(test)]
+mod tests;

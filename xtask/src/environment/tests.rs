@@ -1,0 +1,156 @@
+use super::*;
+
+const GOOD: &str = r#"
+[target]
+kind = "docker"
+[image]
+repo = "xtask-app"
+[deploy]
+replicas = 3
+strategy = "rolling"
+[health]
+interval_ms = 200
+timeout_ms = 1000
+success_threshold = 2
+failure_threshold = 3
+deadline_seconds = 60
+drain_seconds = 1
+verify_seconds = 2
+[balancer]
+https_port = 18443
+http_port = 18080
+"#;
+
+fn parse_str(text: &str) -> Result<Environment> {
+    parse(Path::new("infrastructure/environments/dev.toml"), text)
+}
+
+#[test]
+fn a_good_file_parses_with_defaults() {
+    let env = parse_str(GOOD).unwrap();
+    assert_eq!(env.name, "dev");
+    assert_eq!(env.file.deploy.keep_releases, 5);
+    assert_eq!(env.file.health.path, "/ready");
+    assert_eq!(env.public_url(), "https://127.0.0.1:18443");
+}
+
+#[test]
+fn unknown_and_missing_fields_name_the_file_and_field() {
+    let err = parse_str(&GOOD.replace("replicas = 3", "replica = 3"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dev.toml") && err.contains("replica"), "{err}");
+    let err = parse_str(&GOOD.replace("timeout_ms = 1000\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dev.toml") && err.contains("timeout_ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_name_the_field_and_the_fix() {
+    let err = parse_str(&GOOD.replace("replicas = 3", "replicas = 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dev.toml: deploy.replicas = 0: must be between 1 and 50"),
+        "{err}"
+    );
+    let err = parse_str(&GOOD.replace("\"rolling\"", "\"canary\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("canary") && err.contains("strategy"), "{err}");
+    let err = parse_str(&GOOD.replace("[health]", "[app.env]\nBIND = \"1\"\n[health]"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("app.env.BIND"), "{err}");
+}
+
+const KUBE: &str = r#"
+[target]
+kind = "kubernetes"
+overlay = "infrastructure/kubernetes/overlays/staging"
+namespace = "app-staging"
+deployment = "app"
+service = "app"
+[image]
+repo = "xtask-app"
+[deploy]
+replicas = 2
+strategy = "rolling"
+[health]
+interval_ms = 200
+timeout_ms = 1000
+success_threshold = 2
+failure_threshold = 3
+deadline_seconds = 60
+drain_seconds = 1
+verify_seconds = 2
+"#;
+
+#[test]
+fn a_kubernetes_target_needs_its_fields_and_no_balancer() {
+    let env = parse_str(KUBE).unwrap();
+    let kube = env.kube().unwrap();
+    assert!(kube.overlay.is_absolute());
+    assert_eq!(kube.namespace, "app-staging");
+    assert_eq!(env.public_url(), "", "no public_url: no HTTP gate");
+    let err = parse_str(&KUBE.replace("namespace = \"app-staging\"\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dev.toml: target.namespace is missing"),
+        "{err}"
+    );
+    let err = parse_str(&KUBE.replace("deployment = \"app\"", "deployment = \"App_1\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("target.deployment = \"App_1\""), "{err}");
+    let err = parse_str(&format!(
+        "{KUBE}[balancer]\nhttps_port = 1\nhttp_port = 2\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[balancer] is for kind = \"docker\""), "{err}");
+    let err = parse_str(&format!("{KUBE}[app.secrets]\nDB = \"env:X\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("app.secrets") && err.contains("Secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_docker_target_refuses_kubernetes_fields_and_needs_a_balancer() {
+    let err = parse_str(&GOOD.replace("kind = \"docker\"", "kind = \"docker\"\nnamespace = \"x\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("target.namespace"), "{err}");
+    let without = &GOOD[..GOOD.find("[balancer]").unwrap()];
+    let err = parse_str(without).unwrap_err().to_string();
+    assert!(err.contains("[balancer] is missing"), "{err}");
+}
+
+#[test]
+fn every_shipped_environment_file_parses() {
+    let dir = workspace::root().join("infrastructure/environments");
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let env = parse(&path, &std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            kinds.push(env.file.target.kind);
+        }
+    }
+    assert!(kinds.contains(&TargetKind::Docker) && kinds.contains(&TargetKind::Kubernetes));
+}
+
+#[test]
+fn selectors_are_names_or_paths() {
+    assert!(resolve_path("staging").ends_with("infrastructure/environments/staging.toml"));
+    assert_eq!(resolve_path("/tmp/x.toml"), PathBuf::from("/tmp/x.toml"));
+}
