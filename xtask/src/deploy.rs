@@ -2,17 +2,14 @@
 //! fails (a gate, the verification window, Ctrl-C) converge back to the
 //! active release, record the failure with its reason and unlock. A run that
 //! died without cleaning up (kill -9) is finished by the next one.
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::{
     environment::{self, Environment, Strategy},
-    lock::{self, LockInfo},
+    lock,
     progress::Step,
     release::{self, History, Release},
     strategy::{self, Plan},
@@ -102,13 +99,10 @@ pub async fn run(
     source: Source,
     options: &Options,
 ) -> Result<DeployReport> {
-    let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
-    let held = lock::acquire(target, &env.name, LockInfo::mine(&options.command, ttl)).await?;
-    let result = locked(target, env, source, options, held.took_over.is_some()).await;
-    let unlocked = lock::release(target, &held).await;
-    let report = result?;
-    unlocked.context("releasing the lock")?;
-    Ok(report)
+    lock::while_held(target, env, &options.command, async |held| {
+        locked(target, env, source, options, held.took_over.is_some()).await
+    })
+    .await
 }
 
 async fn locked(

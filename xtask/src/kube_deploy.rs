@@ -3,15 +3,14 @@
 //! unlock) but a separate function: there the engine starts instances and
 //! moves balancer slots itself, here the Deployment controller replaces pods
 //! and the Service routes to them, so the steps in between have nothing in common.
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::{
     deploy::{DeployReport, Options, Source},
     environment::{Environment, Strategy},
-    health,
-    lock::{self, LockInfo},
+    health, lock,
     progress::Step,
     release::{self, History, Release},
     target::kubernetes::{blue_green, KubeTarget},
@@ -24,13 +23,10 @@ pub async fn run(
     source: Source,
     options: &Options,
 ) -> Result<DeployReport> {
-    let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
-    let held = lock::acquire(target, &env.name, LockInfo::mine(&options.command, ttl)).await?;
-    let result = locked(target, env, source, options).await;
-    let unlocked = lock::release(target, &held).await;
-    let report = result?;
-    unlocked.context("releasing the lock")?;
-    Ok(report)
+    lock::while_held(target, env, &options.command, async |_| {
+        locked(target, env, source, options).await
+    })
+    .await
 }
 
 async fn locked(

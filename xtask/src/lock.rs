@@ -111,6 +111,23 @@ pub async fn acquire(store: &impl LockStore, env: &str, info: LockInfo) -> Resul
     })
 }
 
+/// Runs `work` holding the environment's lock and releases it whatever
+/// `work` returned: `work`'s error is the headline, a failed release second.
+pub async fn while_held<T>(
+    store: &impl LockStore,
+    env: &crate::environment::Environment,
+    command: &str,
+    work: impl AsyncFnOnce(&Held) -> Result<T>,
+) -> Result<T> {
+    let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
+    let held = acquire(store, &env.name, LockInfo::mine(command, ttl)).await?;
+    let result = work(&held).await;
+    let unlocked = release(store, &held).await;
+    let value = result?;
+    anyhow::Context::context(unlocked, "releasing the lock")?;
+    Ok(value)
+}
+
 pub async fn release(store: &impl LockStore, held: &Held) -> Result<()> {
     if let Some((token, current)) = store.lock_read().await? {
         if current == held.info {

@@ -298,14 +298,17 @@ fn spawn_deploy(env: &TestEnv, image: &str) -> std::process::Child {
         .unwrap()
 }
 
+async fn lock_is_free(env: &TestEnv) -> bool {
+    xtask::lock::LockStore::lock_read(&env.target().await)
+        .await
+        .unwrap()
+        .is_none()
+}
+
 /// Waits until the environment's lock is taken (the spawned deploy is under way).
 async fn wait_for_lock(env: &TestEnv) {
     for _ in 0..200 {
-        if xtask::lock::LockStore::lock_read(&env.target().await)
-            .await
-            .unwrap()
-            .is_some()
-        {
+        if !lock_is_free(env).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -386,13 +389,7 @@ async fn concurrent_deploys_are_refused_and_killed_or_interrupted_ones_are_clean
             .contains("interrupted by SIGINT"),
         "{report}"
     );
-    assert!(
-        xtask::lock::LockStore::lock_read(&env.target().await)
-            .await
-            .unwrap()
-            .is_none(),
-        "lock released"
-    );
+    assert!(lock_is_free(&env).await, "lock released");
     assert_eq!(instances(&env).await, vec![("r3".to_owned(), true); 3]);
 }
 
@@ -442,13 +439,7 @@ async fn a_missing_secret_stops_the_deploy_before_anything_is_recorded() {
         serde_json::json!([]),
         "nothing recorded, nothing left in progress"
     );
-    assert!(
-        xtask::lock::LockStore::lock_read(&env.target().await)
-            .await
-            .unwrap()
-            .is_none(),
-        "lock released"
-    );
+    assert!(lock_is_free(&env).await, "lock released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,21 +116,14 @@ pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
 pub async fn down(env_arg: EnvArg) -> Result<ExitCode> {
     let env = load_env(&env_arg)?;
     let target = connect(&env).await?;
-    let held = lock::acquire(
-        &target,
-        &env.name,
-        lock::LockInfo::mine(
-            "down",
-            std::time::Duration::from_secs(env.file.deploy.lock_ttl_seconds),
-        ),
-    )
+    lock::while_held(&target, &env, "down", async |_| {
+        let step = crate::progress::Step::start(&format!("down {}", env.name), false);
+        let result = crate::strategy::converge(&target, None, &step)
+            .await
+            .and_then(|()| target.stop_balancer());
+        step.finish(if result.is_ok() { "done" } else { "FAILED" });
+        result
+    })
     .await?;
-    let step = crate::progress::Step::start(&format!("down {}", env.name), false);
-    let result = crate::strategy::converge(&target, None, &step)
-        .await
-        .and_then(|()| target.stop_balancer());
-    step.finish(if result.is_ok() { "done" } else { "FAILED" });
-    lock::release(&target, &held).await?;
-    result?;
     Ok(ExitCode::SUCCESS)
 }

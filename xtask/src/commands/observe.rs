@@ -29,16 +29,11 @@ async fn recover_if_abandoned(
     if !(abandoned_lock || dangling) {
         return Ok(false);
     }
-    let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
-    let held = lock::acquire(
-        target,
-        &env.name,
-        lock::LockInfo::mine("status (recovery)", ttl),
-    )
-    .await?;
-    let result = deploy::recover(target, env, &mut history, quiet).await;
-    lock::release(target, &held).await?;
-    result.map(|_| true)
+    lock::while_held(target, env, "status (recovery)", async |_| {
+        deploy::recover(target, env, &mut history, quiet).await
+    })
+    .await
+    .map(|_| true)
 }
 
 pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
