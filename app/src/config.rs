@@ -49,7 +49,8 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        let files = secret_files(|k| std::env::var(k).ok())?;
+        Self::from_lookup(|k| std::env::var(k).ok().or_else(|| files.get(k).cloned()))
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -110,6 +111,25 @@ impl Config {
             debug_routes,
         })
     }
+}
+
+/// `NAME_FILE=/run/secrets/NAME` in place of `NAME`: how Docker secrets
+/// (swarm) reach the app, so the value is never in the environment.
+pub const SECRET_VARIABLES: [&str; 2] = ["DATABASE_URL", "REDIS_URL"];
+
+fn secret_files(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<std::collections::HashMap<&'static str, String>, ConfigError> {
+    let mut values = std::collections::HashMap::new();
+    for name in SECRET_VARIABLES {
+        let Some(path) = get(&format!("{name}_FILE")).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let value = std::fs::read_to_string(&path)
+            .map_err(|e| hidden(name, format!("{name}_FILE={path} cannot be read: {e}")))?;
+        values.insert(name, value.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    Ok(values)
 }
 
 fn seconds(
@@ -194,5 +214,23 @@ mod tests {
         let err = parse(&[("DATABASE_URL", "mysql://u:s3cret@db/x")]).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_file_and_an_unreadable_file_is_named_without_the_value() {
+        let dir = std::env::temp_dir().join(format!("app-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("DATABASE_URL");
+        std::fs::write(&file, "postgres://app:s3cret@db:5432/app\n").unwrap();
+        let path = file.display().to_string();
+        let values = secret_files(|k| (k == "DATABASE_URL_FILE").then(|| path.clone())).unwrap();
+        assert_eq!(values["DATABASE_URL"], "postgres://app:s3cret@db:5432/app");
+        let err = secret_files(|k| (k == "REDIS_URL_FILE").then(|| "/nonexistent/x".to_owned()))
+            .unwrap_err();
+        assert_eq!(err.variable, "REDIS_URL");
+        assert!(err
+            .to_string()
+            .contains("REDIS_URL_FILE=/nonexistent/x cannot be read"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -149,7 +149,8 @@ async fn locked(
                 Strategy::BlueGreen => strategy::blue_green(target, &plan, &step).await,
             }?;
             traffic_moved = Some(started.elapsed().as_secs_f64());
-            crate::health::verify_public(target, plan.health, &step)
+            let client = target.public_client().map_err(|e| strategy::Failure { reason: format!("{e:#}"), instance: None, first_failure: Some(Instant::now()) })?;
+            crate::health::verify_public(&client, &target.public_url(), plan.health, &step)
                 .await
                 .map_err(|reason| strategy::Failure { reason, instance: None, first_failure: Some(Instant::now()) })?;
             strategy::retire(target, switched.retire, &step).await;

@@ -165,16 +165,16 @@ pub async fn gate(
 
 /// Watches the public URL for the verification window; the first failure ends it.
 pub async fn verify_public(
-    target: &impl Target,
+    client: &reqwest::Client,
+    public_url: &str,
     config: &HealthConfig,
     step: &Step,
 ) -> Result<u32, String> {
-    let client = target.public_client().map_err(|e| format!("{e:#}"))?;
-    let url = format!("{}{}", target.public_url(), config.path);
+    let url = format!("{public_url}{}", config.path);
     let until = Instant::now() + config.verify();
     let mut probes = 0;
     loop {
-        let result = probe(&client, &url, config.timeout()).await;
+        let result = probe(client, &url, config.timeout()).await;
         probes += 1;
         if !result.ok() {
             return Err(format!(

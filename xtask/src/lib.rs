@@ -22,5 +22,6 @@ pub mod report;
 pub mod scan;
 pub mod setup;
 pub mod strategy;
+pub mod swarm_deploy;
 pub mod target;
 pub mod workspace;

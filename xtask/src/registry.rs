@@ -30,6 +30,16 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// For the engine's X-Registry-Auth header (push, or a swarm service update that pulls).
+    pub fn docker_auth(&self, registry: &str) -> DockerCredentials {
+        DockerCredentials {
+            username: Some(self.username.clone()),
+            password: Some(self.password.clone()),
+            serveraddress: Some(registry.to_owned()),
+            ..Default::default()
+        }
+    }
+
     pub fn new(username: &str, password: &str, source: &str) -> Self {
         Credentials {
             username: username.to_owned(),
@@ -51,6 +61,12 @@ pub fn choose(flag: Option<String>, engine: Option<&engine::EngineState>) -> Res
     engine.map(|e| e.registry.address.clone()).context(
         "no registry: pass --registry HOST[:PORT], set XTASK_REGISTRY, or run `cargo xtask engine start` for a local one",
     )
+}
+
+/// The registry part of an image reference (`127.0.0.1:5000/app:v1` -> `127.0.0.1:5000`), if it names one.
+pub fn registry_of(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
 pub fn credentials_for(
@@ -229,12 +245,7 @@ pub async fn push(
     let name = repo.rsplit('/').next().unwrap_or(repo);
     let target = format!("{registry}/{name}:{tag}");
     image::tag(docker, source, &target).await?;
-    let auth = credentials.map(|c| DockerCredentials {
-        username: Some(c.username.clone()),
-        password: Some(c.password.clone()),
-        serveraddress: Some(registry.to_owned()),
-        ..Default::default()
-    });
+    let auth = credentials.map(|c| c.docker_auth(registry));
     let step = Step::start(&format!("push {target}"), quiet);
     let options = PushImageOptionsBuilder::default().tag(tag).build();
     let mut stream = docker.push_image(&format!("{registry}/{name}"), Some(options), auth);

@@ -4,7 +4,8 @@ use std::{collections::BTreeMap, process::ExitCode};
 use anyhow::{bail, Result};
 
 use super::releases::{
-    connect, connect_kube, current_image, is_kube, load_env, print_report, EnvArg, EnvJsonArgs,
+    connect, connect_kube, connect_swarm, current_image, is_kube, is_swarm, load_env, print_report,
+    EnvArg, EnvJsonArgs,
 };
 use crate::{
     deploy::{self, Source},
@@ -30,6 +31,8 @@ pub async fn lock_command(action: LockAction) -> Result<ExitCode> {
     if is_kube(&env) {
         let target = connect_kube(&env, &args.env).await?;
         lock_action(&target, &env, &args, free).await
+    } else if is_swarm(&env) {
+        lock_action(&connect_swarm(&env).await?, &env, &args, free).await
     } else {
         lock_action(&connect(&env).await?, &env, &args, free).await
     }
@@ -71,7 +74,7 @@ pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
     engine::start().await?;
     let env = load_env(&env_arg)?;
     let target = connect(&env).await?;
-    let image = current_image(&target, &env, false).await?;
+    let image = current_image(target.docker(), &env, false).await?;
     let scan = crate::scan::scan(
         target.docker(),
         &image,
@@ -115,6 +118,17 @@ pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
 /// `down`: stops every instance and the balancer of an environment; history stays.
 pub async fn down(env_arg: EnvArg) -> Result<ExitCode> {
     let env = load_env(&env_arg)?;
+    if is_swarm(&env) {
+        let target = connect_swarm(&env).await?;
+        lock::while_held(&target, &env, "down", async |_| {
+            let step = crate::progress::Step::start(&format!("down {}", env.name), false);
+            let result = target.stop_all().await;
+            step.finish(if result.is_ok() { "done" } else { "FAILED" });
+            result
+        })
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let target = connect(&env).await?;
     lock::while_held(&target, &env, "down", async |_| {
         let step = crate::progress::Step::start(&format!("down {}", env.name), false);

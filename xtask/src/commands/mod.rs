@@ -4,5 +4,6 @@ pub mod image;
 pub mod lifecycle;
 pub mod observe;
 pub mod releases;
+mod swarm_observe;
 
 pub use image::{build, push, scan, BuildArgs, PushArgs, ScanArgs};

@@ -4,7 +4,9 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Result;
 use serde_json::json;
 
-use super::releases::{connect, connect_kube, is_kube, load_env, EnvJsonArgs};
+use super::releases::{
+    connect, connect_kube, connect_swarm, is_kube, is_swarm, load_env, EnvJsonArgs,
+};
 use crate::{
     deploy, environment, health,
     lock::{self, LockStore},
@@ -41,6 +43,10 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
     if is_kube(&env) {
         let target = connect_kube(&env, &args.env).await?;
         return kube_status(&target, &env, args.json).await;
+    }
+    if is_swarm(&env) {
+        let target = connect_swarm(&env).await?;
+        return super::swarm_observe::status(&target, &env, args.json).await;
     }
     let target = connect(&env).await?;
     let recovered = recover_if_abandoned(&target, &env, args.json).await?;
@@ -192,8 +198,21 @@ fn short(id: &str) -> &str {
 /// health-check.sh, typed: the public URL and every routed instance, on the three health paths.
 pub async fn health_command(args: EnvJsonArgs) -> Result<ExitCode> {
     let env = load_env(&args.env)?;
-    let target = connect(&env).await?;
     let timeout = env.file.health.timeout().max(Duration::from_secs(2));
+    let results = if is_swarm(&env) {
+        let target = connect_swarm(&env).await?;
+        super::swarm_observe::health_probes(&target, timeout).await?
+    } else {
+        docker_probes(&env, timeout).await?
+    };
+    report_health(&env, &results, args.json)
+}
+
+async fn docker_probes(
+    env: &environment::Environment,
+    timeout: Duration,
+) -> Result<Vec<(String, health::ProbeResult)>> {
+    let target = connect(env).await?;
     let public_client = target.public_client();
     let direct = reqwest::Client::new();
     let routes = target.routes().await?;
@@ -222,8 +241,16 @@ pub async fn health_command(args: EnvJsonArgs) -> Result<ExitCode> {
             ));
         }
     }
+    Ok(results)
+}
+
+fn report_health(
+    env: &environment::Environment,
+    results: &[(String, health::ProbeResult)],
+    as_json: bool,
+) -> Result<ExitCode> {
     let healthy = !results.is_empty() && results.iter().all(|(_, r)| r.ok());
-    if args.json {
+    if as_json {
         let rows: Vec<_> = results
             .iter()
             .map(|(who, r)| json!({ "target": who, "probe": r, "ok": r.ok() }))
@@ -234,7 +261,7 @@ pub async fn health_command(args: EnvJsonArgs) -> Result<ExitCode> {
             &format!("health of {}", env.name),
             &["target", "url", "result", "latency"],
         );
-        for (who, r) in &results {
+        for (who, r) in results {
             table.row(vec![
                 who.clone(),
                 r.url.clone(),

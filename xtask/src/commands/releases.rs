@@ -7,8 +7,8 @@ use clap::Args;
 use crate::{
     deploy::{self, DeployReport, Source},
     environment::{self, Environment, Strategy, TargetKind},
-    image, kube_deploy, release, report,
-    target::{docker::DockerTarget, kubernetes::KubeTarget, Target},
+    image, kube_deploy, release, report, swarm_deploy,
+    target::{docker::DockerTarget, kubernetes::KubeTarget, swarm::SwarmTarget, Target},
 };
 
 #[derive(Args, Clone)]
@@ -69,7 +69,7 @@ pub struct EnvJsonArgs {
 pub async fn connect(env: &Environment) -> Result<DockerTarget> {
     if env.file.target.kind != TargetKind::Docker {
         bail!(
-            "{}: target.kind is {:?}; this command supports docker targets only (deploy, rollback, status, history and lock support kubernetes)",
+            "{}: target.kind is {:?}; this command supports docker targets only (deploy, rollback, status, history, health, lock and down support swarm; deploy, rollback, status, history and lock support kubernetes)",
             env.path.display(),
             env.file.target.kind
         );
@@ -79,6 +79,14 @@ pub async fn connect(env: &Environment) -> Result<DockerTarget> {
 
 pub fn is_kube(env: &Environment) -> bool {
     env.file.target.kind == TargetKind::Kubernetes
+}
+
+pub fn is_swarm(env: &Environment) -> bool {
+    env.file.target.kind == TargetKind::Swarm
+}
+
+pub async fn connect_swarm(env: &Environment) -> Result<SwarmTarget> {
+    SwarmTarget::connect(env).await
 }
 
 /// The Kubernetes target, with `--context` over target.context.
@@ -113,9 +121,9 @@ fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// The image from this tree, built when the target does not have it yet.
+/// The image from this tree, built when the engine does not have it yet.
 pub(super) async fn current_image(
-    target: &DockerTarget,
+    docker: &bollard::Docker,
     env: &Environment,
     quiet: bool,
 ) -> Result<String> {
@@ -124,7 +132,7 @@ pub(super) async fn current_image(
         env.file.image.repo,
         image::revision::current()?.tag()
     );
-    if target.image_id(&reference).await?.is_none() {
+    if docker.inspect_image(&reference).await.is_err() {
         eprintln!("{reference} is not built yet: building it");
         let request = image::BuildRequest {
             repo: env.file.image.repo.clone(),
@@ -132,7 +140,7 @@ pub(super) async fn current_image(
             quiet,
             ..Default::default()
         };
-        image::build(target.docker(), &request).await?;
+        image::build(docker, &request).await?;
     }
     Ok(reference)
 }
@@ -143,10 +151,13 @@ pub async fn deploy_command(args: DeployArgs) -> Result<ExitCode> {
     if is_kube(&env) {
         return deploy_kube(args, env, overrides).await;
     }
+    if is_swarm(&env) {
+        return deploy_swarm(args, env, overrides).await;
+    }
     let target = connect(&env).await?;
     let image = match args.image {
         Some(image) => image,
-        None => current_image(&target, &env, args.json).await?,
+        None => current_image(target.docker(), &env, args.json).await?,
     };
     if args.dry_run {
         return dry_run(&target, &env, &image, &overrides, args.strategy, args.json).await;
@@ -171,10 +182,70 @@ pub async fn rollback_command(args: RollbackArgs) -> Result<ExitCode> {
     let report = if is_kube(&env) {
         let target = connect_kube(&env, &args.env).await?;
         kube_deploy::run(&target, &env, source, &options).await?
+    } else if is_swarm(&env) {
+        let target = connect_swarm(&env).await?;
+        swarm_deploy::run(&target, &env, source, &options).await?
     } else {
         let target = connect(&env).await?;
         deploy::run(&target, &env, source, &options).await?
     };
+    Ok(print_report(&report, args.json))
+}
+
+/// Swarm deploy: the image from `--image` or this tree (built into the
+/// manager's engine when missing; other nodes pull it from its registry).
+async fn deploy_swarm(
+    args: DeployArgs,
+    env: Environment,
+    overrides: BTreeMap<String, String>,
+) -> Result<ExitCode> {
+    let target = connect_swarm(&env).await?;
+    let image = match args.image {
+        Some(image) => image,
+        None => current_image(target.docker(), &env, args.json).await?,
+    };
+    let options = deploy::Options {
+        strategy: args.strategy,
+        quiet: args.json,
+        command: "deploy".into(),
+    };
+    if args.dry_run {
+        let history = target.read_history().await?;
+        let mut planned =
+            deploy::draft_release(&env, &history, Source::Image { image, overrides }, &options)?
+                .redacted();
+        planned.id = history.begin_preview(&planned.image).id;
+        let secrets = planned
+            .secrets
+            .keys()
+            .map(|name| bollard::models::TaskSpecContainerSpecSecrets {
+                secret_name: Some(format!(
+                    "{}-{}-{}",
+                    target.scope(),
+                    planned.id,
+                    name.to_lowercase()
+                )),
+                file: Some(bollard::models::TaskSpecContainerSpecFile {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let live = swarm_deploy::live_colour(&target, &history).await?;
+        let colour = match (planned.strategy, live) {
+            (Strategy::Rolling, Some(c)) => c,
+            (Strategy::BlueGreen, Some("blue")) => "green",
+            _ => "blue",
+        };
+        let spec = target.spec(colour, &planned, &planned.env, secrets, planned.replicas);
+        report::print_json(
+            &serde_json::json!({ "environment": env.name, "live_colour": live, "service": spec }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report =
+        swarm_deploy::run(&target, &env, Source::Image { image, overrides }, &options).await?;
     Ok(print_report(&report, args.json))
 }
 
@@ -339,6 +410,8 @@ pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
     let env = load_env(&args.env)?;
     let history = if is_kube(&env) {
         connect_kube(&env, &args.env).await?.read_history().await?
+    } else if is_swarm(&env) {
+        connect_swarm(&env).await?.read_history().await?
     } else {
         connect(&env).await?.read_history().await?
     };

@@ -5,6 +5,7 @@
 //! `target/engine/`. `stop` ends only what `start` started.
 mod dockerd;
 mod registry;
+pub mod swarm;
 
 use std::{
     path::{Path, PathBuf},

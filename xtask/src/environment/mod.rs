@@ -156,8 +156,49 @@ pub struct EnvironmentFile {
     #[serde(default)]
     pub app: AppConfig,
     pub health: HealthConfig,
-    /// Docker targets only: the balancer in front of the instances.
+    /// Docker and swarm targets: the balancer in front of the instances.
     pub balancer: Option<BalancerConfig>,
+    /// Swarm targets only: how the service is updated and limited.
+    pub swarm: Option<SwarmConfig>,
+}
+
+/// `[swarm]`: the service's update policy and limits. Everything has a default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// CPU limit per task, in cores (none: unlimited).
+    pub cpus: Option<f64>,
+    /// Memory limit per task, in MiB (none: unlimited).
+    pub memory_mb: Option<u64>,
+    /// Pause between two tasks of an update (swarm's update_config.delay).
+    #[serde(default)]
+    pub update_delay_seconds: f64,
+    /// How long swarm watches each updated task for failure (update_config.monitor).
+    #[serde(default = "default_monitor")]
+    pub monitor_seconds: f64,
+    /// The image's HEALTHCHECK runs this often; swarm replaces a task only once it is healthy.
+    #[serde(default = "default_healthcheck_interval")]
+    pub healthcheck_interval_ms: u64,
+}
+
+fn default_monitor() -> f64 {
+    5.0
+}
+
+fn default_healthcheck_interval() -> u64 {
+    1000
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            cpus: None,
+            memory_mb: None,
+            update_delay_seconds: 0.0,
+            monitor_seconds: default_monitor(),
+            healthcheck_interval_ms: default_healthcheck_interval(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

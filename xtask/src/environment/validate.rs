@@ -16,11 +16,13 @@ impl Environment {
             TargetKind::Kubernetes => {
                 self.kube()?;
             }
-            TargetKind::Swarm => bail!(self.field_error(
-                "target.kind",
-                "\"swarm\"",
-                "not implemented; use \"docker\" or \"kubernetes\""
-            )),
+            TargetKind::Swarm => self.validate_swarm()?,
+        }
+        if f.swarm.is_some() && f.target.kind != TargetKind::Swarm {
+            bail!(
+                "{}: [swarm] is for kind = \"swarm\"; remove it",
+                self.path.display()
+            );
         }
         if f.deploy.replicas == 0 || f.deploy.replicas > 50 {
             bail!(self.field_error(
@@ -100,6 +102,46 @@ impl Environment {
         Ok(())
     }
 
+    fn validate_swarm(&self) -> Result<()> {
+        self.validate_docker()?;
+        let s = self.file.swarm.clone().unwrap_or_default();
+        if s.cpus.is_some_and(|c| !(c > 0.0 && c <= 256.0)) {
+            bail!(self.field_error(
+                "swarm.cpus",
+                s.cpus.unwrap_or_default(),
+                "must be above 0 (cores, e.g. 0.5)"
+            ));
+        }
+        if s.memory_mb.is_some_and(|m| m < 6) {
+            bail!(self.field_error(
+                "swarm.memory_mb",
+                s.memory_mb.unwrap_or_default(),
+                "must be at least 6 (MiB; the engine refuses less)"
+            ));
+        }
+        for (field, v) in [
+            ("swarm.update_delay_seconds", s.update_delay_seconds),
+            ("swarm.monitor_seconds", s.monitor_seconds),
+        ] {
+            if !(0.0..=600.0).contains(&v) {
+                bail!(self.field_error(field, v, "must be between 0 and 600"));
+            }
+        }
+        if s.healthcheck_interval_ms < 100 {
+            bail!(self.field_error(
+                "swarm.healthcheck_interval_ms",
+                s.healthcheck_interval_ms,
+                "must be at least 100"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `[swarm]` settings, defaults filled in.
+    pub fn swarm(&self) -> SwarmConfig {
+        self.file.swarm.clone().unwrap_or_default()
+    }
+
     fn validate_docker(&self) -> Result<()> {
         let t = &self.file.target;
         for (field, set) in [
@@ -116,8 +158,9 @@ impl Environment {
         }
         let Some(b) = &self.file.balancer else {
             bail!(
-                "{}: [balancer] is missing: a docker target needs https_port and http_port",
-                self.path.display()
+                "{}: [balancer] is missing: a {} target needs https_port and http_port",
+                self.path.display(),
+                format!("{:?}", self.file.target.kind).to_lowercase()
             );
         };
         if b.https_port == 0 || b.http_port == 0 || b.https_port == b.http_port {
@@ -143,7 +186,11 @@ impl Environment {
             )
         };
         if t.host.is_some() {
-            bail!(self.field_error("target.host", "…", "is for kind = \"docker\"; remove it"));
+            bail!(self.field_error(
+                "target.host",
+                "…",
+                "is for kind = \"docker\" or \"swarm\"; remove it"
+            ));
         }
         if self.file.balancer.is_some() {
             bail!(

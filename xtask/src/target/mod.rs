@@ -4,6 +4,7 @@
 //! written once, against this trait.
 pub mod docker;
 pub mod kubernetes;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 

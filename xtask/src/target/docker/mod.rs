@@ -44,7 +44,7 @@ pub mod labels {
 const DEFAULT_PORT: &str = "8080";
 const SOCKET_IN_CONTAINER: &str = "/run/app/app.sock";
 /// The image's non-root user must be able to create its socket in the mounted folder.
-const APP_UID: u32 = 65532;
+pub(crate) const APP_UID: u32 = 65532;
 
 pub struct DockerTarget {
     docker: Docker,
@@ -60,7 +60,7 @@ pub struct DockerTarget {
 
 /// Sockets and nginx's files live on the engine's host, outside any checkout,
 /// so every runner on that host finds the same ones.
-fn runtime_root() -> PathBuf {
+pub(crate) fn runtime_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         PathBuf::from("/run/xtask")
     } else if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {

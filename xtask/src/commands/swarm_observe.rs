@@ -1,0 +1,138 @@
+//! status and health on a swarm target: the services of both colours, their
+//! tasks with the slot each one holds, and probes through each task's socket.
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::{
+    environment::Environment,
+    health,
+    lock::LockStore,
+    report,
+    target::swarm::{
+        service::{release_of, replicas_of, update_state},
+        SwarmTarget, COLOURS,
+    },
+};
+
+pub async fn status(target: &SwarmTarget, env: &Environment, as_json: bool) -> Result<ExitCode> {
+    let history = target.read_history().await?;
+    let lock = target.lock_read().await?.map(|(_, info)| info);
+    let routes = target.routes();
+    let mut services = vec![];
+    let mut tasks = vec![];
+    for colour in COLOURS {
+        let name = target.service_name(colour);
+        let Some(service) = target.inspect_service(&name).await? else {
+            continue;
+        };
+        let (state, message) = update_state(&service);
+        services.push(json!({
+            "service": name, "colour": colour, "release": release_of(&service),
+            "replicas": replicas_of(&service),
+            "update": state.map(|s| s.to_string()), "update_message": message,
+        }));
+        for task in target.tasks(&name).await? {
+            if !task.wanted() && !task.running() {
+                continue;
+            }
+            let slot = routes
+                .iter()
+                .position(|r| r.as_deref() == Some(task.id.as_str()));
+            let ready = target
+                .probe_task(&task, "/ready", Duration::from_secs(2))
+                .await;
+            tasks.push(json!({ "task": task, "slot": slot, "ready": ready }));
+        }
+    }
+    let active = history.active();
+    let out = json!({
+        "environment": env.name,
+        "public_url": target.public_url(),
+        "active_release": active.map(|r| r.redacted()),
+        "services": services,
+        "tasks": tasks,
+        "slots": routes,
+        "lock": lock,
+    });
+    if as_json {
+        report::print_json(&out);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match active {
+        Some(r) => eprintln!("{}: release {} ({}) on swarm", env.name, r.id, r.image),
+        None => eprintln!("{}: nothing deployed", env.name),
+    }
+    eprintln!("public url: {}", target.public_url());
+    match &lock {
+        Some(info) => eprintln!("lock: held by {}", info.describe()),
+        None => eprintln!("lock: free"),
+    }
+    let mut table = report::Table::new("services", &["service", "release", "replicas", "update"]);
+    for s in &services {
+        table.row(vec![
+            s["service"].as_str().unwrap_or_default().into(),
+            s["release"].as_str().unwrap_or("-").into(),
+            s["replicas"].to_string(),
+            s["update"].as_str().unwrap_or("-").into(),
+        ]);
+    }
+    table.emit();
+    let mut table = report::Table::new("tasks", &["task", "release", "state", "slot", "/ready"]);
+    for t in &tasks {
+        table.row(vec![
+            t["task"]["name"].as_str().unwrap_or_default().into(),
+            t["task"]["release"].as_str().unwrap_or_default().into(),
+            format!(
+                "{} (wanted: {})",
+                t["task"]["state"].as_str().unwrap_or_default(),
+                t["task"]["desired"].as_str().unwrap_or_default()
+            ),
+            t["slot"].as_u64().map_or("-".into(), |s| s.to_string()),
+            t["ready"]["status"].as_u64().map_or_else(
+                || t["ready"]["error"].as_str().unwrap_or("-").to_owned(),
+                |s| s.to_string(),
+            ),
+        ]);
+    }
+    table.emit();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The public URL and every routed task, on the three health paths.
+pub async fn health_probes(
+    target: &SwarmTarget,
+    timeout: Duration,
+) -> Result<Vec<(String, health::ProbeResult)>> {
+    let public_client = target.public_client();
+    let mut results = Vec::new();
+    for path in ["/health", "/ready", "/health/detailed"] {
+        let url = format!("{}{path}", target.public_url());
+        let result = match &public_client {
+            Ok(client) => health::probe(client, &url, timeout).await,
+            Err(e) => health::ProbeResult {
+                url,
+                status: None,
+                latency_ms: 0.0,
+                error: Some(format!("{e:#}")),
+            },
+        };
+        results.push(("public".to_owned(), result));
+    }
+    let routed = target.routes();
+    for colour in COLOURS {
+        for task in target.tasks(&target.service_name(colour)).await? {
+            if !routed.contains(&Some(task.id.clone())) {
+                continue;
+            }
+            for path in ["/health", "/ready", "/health/detailed"] {
+                results.push((
+                    task.name.clone(),
+                    target.probe_task(&task, path, timeout).await,
+                ));
+            }
+        }
+    }
+    Ok(results)
+}

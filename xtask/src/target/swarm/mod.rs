@@ -1,0 +1,184 @@
+//! The Docker Swarm target: each environment is a pair of replicated
+//! services, `<app>-<env>-blue` and `<app>-<env>-green`. Rolling updates the
+//! live one in place (swarm's own start-first update, watched and gated by
+//! us); blue-green fills the other one and switches. Tasks are reached on the
+//! manager's host through unix sockets in a bind-mounted folder, by probes and
+//! by the same nginx balancer as the Docker target; the ingress mesh and
+//! overlay addresses are never used. History and lock are swarm config
+//! objects, so every manager, and every fresh runner, sees the same ones.
+mod records;
+pub mod router;
+pub mod service;
+pub mod tasks;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use bollard::Docker;
+
+use crate::{
+    balancer::Balancer,
+    engine,
+    environment::{Environment, SwarmConfig},
+    lock::{LockInfo, LockStore},
+    release::History,
+    target::docker::{runtime_root, APP_UID},
+};
+
+pub const COLOURS: [&str; 2] = ["blue", "green"];
+
+pub struct SwarmTarget {
+    docker: Docker,
+    /// `<app>-<env>`: prefixes the services, configs and secrets of this environment.
+    scope: String,
+    env_name: String,
+    settings: SwarmConfig,
+    drain_seconds: f64,
+    runtime_dir: PathBuf,
+    balancer: Balancer,
+    public_url: String,
+    /// The engine `engine start` recorded, whose registry credentials a deploy may need.
+    engine_state: Option<engine::EngineState>,
+}
+
+impl SwarmTarget {
+    pub async fn connect(env: &Environment) -> Result<SwarmTarget> {
+        let (docker, state) = match &env.file.target.host {
+            Some(host) => (engine::connect(host).await?, None),
+            None => engine::require().await?,
+        };
+        let info = docker
+            .info()
+            .await
+            .context("asking the engine for its swarm state")?;
+        let swarm = info.swarm.unwrap_or_default();
+        if swarm.control_available != Some(true) {
+            bail!(
+                "{}: target.kind = \"swarm\" but this engine is not a swarm manager (swarm state: {}); run `docker swarm init` on it, or set target.host to a manager",
+                env.path.display(),
+                swarm
+                    .local_node_state
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "inactive".into())
+            );
+        }
+        let app = env
+            .file
+            .image
+            .repo
+            .rsplit('/')
+            .next()
+            .unwrap_or("app")
+            .to_owned();
+        let scope = format!("{app}-{}", env.name);
+        let runtime_dir = runtime_root().join(format!("swarm-{scope}"));
+        let sockets = runtime_dir.join("sockets");
+        std::fs::create_dir_all(&sockets)
+            .with_context(|| format!("creating {}", sockets.display()))?;
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&sockets, Some(APP_UID.into()), Some(APP_UID.into()))
+                .with_context(|| format!("handing {} to the app's user", sockets.display()))?;
+        }
+        Ok(SwarmTarget {
+            docker,
+            balancer: Balancer::new(&runtime_dir, env.balancer()),
+            runtime_dir,
+            scope,
+            env_name: env.name.clone(),
+            settings: env.swarm(),
+            drain_seconds: env.file.health.drain_seconds,
+            public_url: env.public_url(),
+            engine_state: state,
+        })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn service_name(&self, colour: &str) -> String {
+        format!("{}-{colour}", self.scope)
+    }
+
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone()
+    }
+
+    pub fn public_client(&self) -> Result<reqwest::Client> {
+        self.balancer.public_client()
+    }
+
+    /// Where the task `task_id` listens, on this host.
+    pub fn socket_path(&self, task_id: &str) -> PathBuf {
+        self.runtime_dir
+            .join("sockets")
+            .join(format!("{task_id}.sock"))
+    }
+
+    pub async fn read_history(&self) -> Result<History> {
+        records::read_history(&self.docker, &self.scope).await
+    }
+
+    pub async fn write_history(&self, history: &History) -> Result<()> {
+        records::write_history(&self.docker, &self.scope, history).await
+    }
+
+    /// Removes every trace of the environment: services, secrets, history and
+    /// lock, the balancer and its folder. For throwaway environments (tests,
+    /// benchmarks), never for real ones.
+    pub async fn destroy(&self) -> Result<()> {
+        self.balancer.stop()?;
+        for colour in COLOURS {
+            self.remove_service(&self.service_name(colour)).await?;
+        }
+        records::remove_all(&self.docker, &self.scope).await?;
+        service::remove_unused_secrets(self).await?;
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
+        Ok(())
+    }
+
+    /// Stops the services (scaled to 0, specs kept) and the balancer; used by `down`.
+    pub async fn stop_all(&self) -> Result<()> {
+        for colour in COLOURS {
+            if let Some(current) = self.inspect_service(&self.service_name(colour)).await? {
+                self.scale(&current, 0).await?;
+            }
+        }
+        self.balancer.stop()
+    }
+}
+
+impl SwarmTarget {
+    /// Credentials for the registry `image` comes from, sent with each create
+    /// and update so every node can pull it (`--with-registry-auth`).
+    pub fn registry_auth(&self, image: &str) -> Result<Option<bollard::auth::DockerCredentials>> {
+        let Some(registry) = crate::registry::registry_of(image) else {
+            return Ok(None);
+        };
+        Ok(
+            crate::registry::credentials_for(registry, self.engine_state.as_ref())?
+                .map(|c| c.docker_auth(registry)),
+        )
+    }
+}
+
+impl LockStore for SwarmTarget {
+    async fn lock_create(&self, info: &LockInfo) -> Result<bool> {
+        records::lock_create(&self.docker, &self.scope, info).await
+    }
+    async fn lock_read(&self) -> Result<Option<(String, LockInfo)>> {
+        records::lock_read(&self.docker, &self.scope).await
+    }
+    async fn lock_remove(&self, token: &str) -> Result<()> {
+        records::lock_remove(&self.docker, token).await
+    }
+}
