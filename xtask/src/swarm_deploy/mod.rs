@@ -285,7 +285,7 @@ impl Plan<'_> {
             .map_err(text)?;
         let rolling = release.strategy == Strategy::Rolling;
         let health = &self.env.file.health;
-        Watch::new(
+        let ready = Watch::new(
             target,
             name.clone(),
             release.id.clone(),
@@ -296,21 +296,8 @@ impl Plan<'_> {
         .until_ready(step)
         .await?;
         if !rolling {
-            let ready: Vec<String> = target
-                .tasks(&name)
-                .await
-                .map_err(text)?
-                .into_iter()
-                .filter(|t| t.release == release.id && t.wanted() && t.running())
-                .map(|t| t.id)
-                .collect();
             self.switched = true;
-            for (slot, task) in ready.iter().cycle().take(release.replicas).enumerate() {
-                target
-                    .balancer()
-                    .route(slot, &target.socket_path(task))
-                    .map_err(text)?;
-            }
+            target.route(&ready).map_err(text)?;
         }
         self.moved = Some(started.elapsed().as_secs_f64());
         let client = target.public_client().map_err(text)?;
@@ -371,7 +358,7 @@ impl Plan<'_> {
             health,
             true,
         );
-        watch.until_ready(step).await.map_err(|f| {
+        watch.until_ready(step).await.map(|_| ()).map_err(|f| {
             anyhow::anyhow!("{} did not come back on {name}: {}", previous.id, f.reason)
         })
     }

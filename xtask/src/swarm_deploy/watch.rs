@@ -79,8 +79,8 @@ impl<'a> Watch<'a> {
     }
 
     /// Until every wanted task is of the release and ready (and, when
-    /// routing, every slot on one of them), or a failure.
-    pub async fn until_ready(&mut self, step: &Step) -> Result<(), Failure> {
+    /// routing, every slot on one of them), or a failure. Returns the ready tasks' ids.
+    pub async fn until_ready(&mut self, step: &Step) -> Result<Vec<String>, Failure> {
         let h = self.health;
         loop {
             let service = match self.target.inspect_service(&self.service).await {
@@ -159,7 +159,7 @@ impl<'a> Watch<'a> {
                     .map(|t| t.id.clone())
                     .collect();
                 self.target.prune_sockets(&live);
-                return Ok(());
+                return Ok(ready.iter().map(|t| t.id.clone()).collect());
             }
             tokio::time::sleep(h.interval()).await;
         }

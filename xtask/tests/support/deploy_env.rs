@@ -2,7 +2,10 @@
 //! all removed on drop (instances, records, nginx, runtime folder).
 use std::{path::PathBuf, process::Output};
 
-use xtask::{environment, target::docker::DockerTarget};
+use xtask::{
+    environment,
+    target::{docker::DockerTarget, swarm::SwarmTarget},
+};
 
 pub struct TestEnv {
     pub name: String,
@@ -12,8 +15,28 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// `extra_health` replaces health lines, e.g. `initial_delay_ms = 2000`.
     pub fn new(label: &str, strategy: &str, initial_delay_ms: u64) -> TestEnv {
+        Self::with_target(label, "docker", strategy, initial_delay_ms, 0.5)
+    }
+
+    /// A swarm environment: tasks drain 2 s (the slots follow swarm's
+    /// replacements within that), HEALTHCHECK every 250 ms, plus `swarm_toml`
+    /// in its `[swarm]` table.
+    pub fn swarm(label: &str, strategy: &str, swarm_toml: &str) -> TestEnv {
+        let env = Self::with_target(label, "swarm", strategy, 0, 2.0);
+        env.append(&format!(
+            "[swarm]\nhealthcheck_interval_ms = 250\nmonitor_seconds = 1\n{swarm_toml}\n"
+        ));
+        env
+    }
+
+    fn with_target(
+        label: &str,
+        kind: &str,
+        strategy: &str,
+        initial_delay_ms: u64,
+        drain_seconds: f64,
+    ) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let mut suffix = [0u8; 3];
         getrandom::fill(&mut suffix).unwrap();
@@ -27,7 +50,7 @@ impl TestEnv {
         let (https_port, http_port) = (super::free_port(), super::free_port());
         let text = format!(
             r#"[target]
-kind = "docker"
+kind = "{kind}"
 [image]
 repo = "xtask-test-app"
 [deploy]
@@ -45,7 +68,7 @@ initial_delay_ms = {initial_delay_ms}
 success_threshold = 2
 failure_threshold = 3
 deadline_seconds = 30
-drain_seconds = 0.5
+drain_seconds = {drain_seconds}
 verify_seconds = 1
 [balancer]
 https_port = {https_port}
@@ -99,6 +122,12 @@ api_rate = 1000000
             .unwrap()
     }
 
+    pub async fn swarm_target(&self) -> SwarmTarget {
+        SwarmTarget::connect(&environment::load(self.arg()).unwrap())
+            .await
+            .unwrap()
+    }
+
     pub fn public_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.https_port)
     }
@@ -116,7 +145,11 @@ impl Drop for TestEnv {
                     let Ok(env) = environment::load(&path) else {
                         return;
                     };
-                    if let Ok(target) = DockerTarget::connect(&env).await {
+                    if env.file.target.kind == environment::TargetKind::Swarm {
+                        if let Ok(target) = SwarmTarget::connect(&env).await {
+                            let _ = target.destroy().await;
+                        }
+                    } else if let Ok(target) = DockerTarget::connect(&env).await {
                         let _ = target.destroy().await;
                     }
                 })

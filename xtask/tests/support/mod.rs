@@ -187,3 +187,13 @@ pub fn workspace_env(name: &str) -> std::path::PathBuf {
         .join("infrastructure/environments")
         .join(format!("{name}.toml"))
 }
+
+/// The engine as a single-node swarm manager on loopback, made once and
+/// left again by `engine stop` (as `cargo xtask ci` does at the end).
+pub async fn swarm() -> Docker {
+    let (docker, _) = docker().await;
+    engine::swarm::ensure_single_node(&docker)
+        .await
+        .unwrap_or_else(|e| panic!("this test needs swarm mode on the engine: {e:#}"));
+    docker
+}

@@ -70,11 +70,16 @@ impl SwarmTarget {
     pub async fn tasks(&self, service: &str) -> Result<Vec<TaskView>> {
         let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
         let options = ListTasksOptionsBuilder::default().filters(&filters).build();
-        let mut tasks = self
-            .docker
-            .list_tasks(Some(options))
-            .await
-            .with_context(|| format!("listing the tasks of service {service}"))?;
+        let mut tasks = match self.docker.list_tasks(Some(options)).await {
+            Ok(tasks) => tasks,
+            // No such service (a colour never deployed): no tasks.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => vec![],
+            Err(e) => {
+                return Err(e).with_context(|| format!("listing the tasks of service {service}"))
+            }
+        };
         tasks.sort_by_key(|t| std::cmp::Reverse(t.version.as_ref().and_then(|v| v.index)));
         Ok(tasks
             .into_iter()
