@@ -61,6 +61,10 @@ async fn run_steps(outcomes: &mut Vec<Outcome>) -> Result<()> {
     let tests = step(outcomes, "test", || {
         cargo(&["test", "--workspace", "--all-targets"])
     });
+    // The swarm tests made the engine a single-node swarm: leave it, as `engine stop` would.
+    if let Err(e) = engine::leave_swarm_if_ours().await {
+        eprintln!("warning: {e:#}");
+    }
     if engine.started_now {
         let started = Instant::now();
         let stopped = {

@@ -68,10 +68,13 @@ pub struct EngineArgs {
 pub enum EngineAction {
     /// Use the engine that answers, or start a private one; start the registry
     Start {
+        /// Also make the engine a single-node swarm manager (on 127.0.0.1), for swarm environments
+        #[arg(long)]
+        swarm: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Stop what `engine start` started (never an engine it found running)
+    /// Stop what `engine start` started (never an engine it found running); leave the swarm it made
     Stop,
     /// Show the engine and registry; exit 1 when they do not answer
     Status {
@@ -102,8 +105,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn engine_command(action: EngineAction) -> Result<ExitCode> {
     match action {
-        EngineAction::Start { json } => {
+        EngineAction::Start { swarm, json } => {
             let started = engine::start().await?;
+            if swarm {
+                let docker = engine::connect(&started.state.docker_host).await?;
+                engine::swarm::ensure_single_node(&docker).await?;
+                if !json {
+                    eprintln!("swarm: this engine is a single-node swarm manager (control plane on 127.0.0.1)");
+                }
+            }
             if json {
                 report::print_json(&status_json(&started.state, true, true));
             } else {
@@ -126,6 +136,9 @@ async fn engine_command(action: EngineAction) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         EngineAction::Stop => {
+            if engine::leave_swarm_if_ours().await? {
+                eprintln!("left the single-node swarm `engine start --swarm` made");
+            }
             match engine::stop()? {
                 Some(state) if state.dockerd.is_some() => {
                     eprintln!("stopped the private engine and the registry")

@@ -175,6 +175,18 @@ async fn existing_engine() -> Option<String> {
         .then(|| default.to_owned())
 }
 
+/// Leaves the single-node swarm `swarm::ensure_single_node` made on the
+/// recorded engine, if it did; a swarm someone else made is left alone.
+pub async fn leave_swarm_if_ours() -> Result<bool> {
+    let Some(state) = load_state()? else {
+        return Ok(false);
+    };
+    if !answers(&state.docker_host).await {
+        return Ok(false);
+    }
+    swarm::leave_if_ours(&connect(&state.docker_host).await?).await
+}
+
 /// Stops what `start` started (never an engine it found running) and forgets it.
 pub fn stop() -> Result<Option<EngineState>> {
     let Some(state) = load_state()? else {

@@ -146,7 +146,32 @@ fn every_shipped_environment_file_parses() {
             kinds.push(env.file.target.kind);
         }
     }
-    assert!(kinds.contains(&TargetKind::Docker) && kinds.contains(&TargetKind::Kubernetes));
+    for kind in [TargetKind::Docker, TargetKind::Swarm, TargetKind::Kubernetes] {
+        assert!(kinds.contains(&kind), "no {kind:?} environment shipped");
+    }
+}
+
+#[test]
+fn swarm_settings_have_defaults_and_bad_ones_are_named() {
+    let swarm = GOOD.replace("kind = \"docker\"", "kind = \"swarm\"");
+    let env = parse_str(&swarm).unwrap();
+    assert_eq!(env.swarm().monitor_seconds, 5.0);
+    assert_eq!(env.swarm().healthcheck_interval_ms, 1000);
+    let err = parse_str(&format!("{swarm}[swarm]\nmemory_mb = 2\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("swarm.memory_mb = 2: must be at least 6"), "{err}");
+    let err = parse_str(&format!("{swarm}[swarm]\ncpu = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `cpu`"), "{err}");
+    let err = parse_str(&format!("{GOOD}[swarm]\ncpus = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[swarm] is for kind = \"swarm\""), "{err}");
+    let without = &swarm[..swarm.find("[balancer]").unwrap()];
+    let err = parse_str(without).unwrap_err().to_string();
+    assert!(err.contains("[balancer] is missing: a swarm target"), "{err}");
 }
 
 #[test]

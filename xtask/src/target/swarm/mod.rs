@@ -4,7 +4,8 @@
 //! us); blue-green fills the other one and switches. Tasks are reached on the
 //! manager's host through unix sockets in a bind-mounted folder, by probes and
 //! by the same nginx balancer as the Docker target; the ingress mesh and
-//! overlay addresses are never used. History and lock are swarm config
+//! overlay addresses are never used. That is also why every task is placed
+//! on the manager the xtask talks to: the balancer and the sockets share its host. History and lock are swarm config
 //! objects, so every manager, and every fresh runner, sees the same ones.
 mod records;
 pub mod router;
@@ -37,6 +38,9 @@ pub struct SwarmTarget {
     runtime_dir: PathBuf,
     balancer: Balancer,
     public_url: String,
+    /// The manager this runner talks to. Tasks are placed on it: the balancer
+    /// reaches them through sockets on this host's filesystem.
+    node_id: String,
     /// The engine `engine start` recorded, whose registry credentials a deploy may need.
     engine_state: Option<engine::EngineState>,
 }
@@ -63,6 +67,7 @@ impl SwarmTarget {
                     .unwrap_or_else(|| "inactive".into())
             );
         }
+        let node_id = swarm.node_id.clone().unwrap_or_default();
         let app = env
             .file
             .image
@@ -90,6 +95,7 @@ impl SwarmTarget {
             drain_seconds: env.file.health.drain_seconds,
             public_url: env.public_url(),
             engine_state: state,
+            node_id,
         })
     }
 

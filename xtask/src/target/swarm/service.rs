@@ -14,7 +14,8 @@ use bollard::{
         ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
         ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, TaskSpec,
         TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
-        TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+        TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+        TaskSpecRestartPolicyConditionEnum,
     },
     query_parameters::{ListSecretsOptionsBuilder, UpdateServiceOptionsBuilder},
 };
@@ -146,6 +147,10 @@ impl SwarmTarget {
                         memory_bytes: s.memory_mb.map(|m| (m * 1024 * 1024) as i64),
                         pids: None,
                     }),
+                    ..Default::default()
+                }),
+                placement: Some(TaskSpecPlacement {
+                    constraints: Some(vec![format!("node.id=={}", self.node_id)]),
                     ..Default::default()
                 }),
                 restart_policy: Some(TaskSpecRestartPolicy {
