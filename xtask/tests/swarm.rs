@@ -258,8 +258,15 @@ async fn never_ready_crashing_and_flapping_releases_roll_back_and_are_recorded_f
                         bollard::query_parameters::ListContainersOptionsBuilder::default()
                             .filters(&filters)
                             .build();
-                    for c in docker.list_containers(Some(options)).await.unwrap() {
-                        docker.kill_container(&c.id.unwrap(), None).await.unwrap();
+                    let containers = docker.list_containers(Some(options)).await.unwrap();
+                    if let Some(id) = containers.into_iter().find_map(|c| c.id) {
+                        docker
+                            .kill_container(
+                                &id,
+                                None::<bollard::query_parameters::KillContainerOptions>,
+                            )
+                            .await
+                            .unwrap();
                         break 'kill true;
                     }
                 }

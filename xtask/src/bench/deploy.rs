@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{ratio, seed};
+use super::{ratio, seed, swarm};
 use crate::{
     deploy::{self, DeployReport, Source},
     engine, environment, image,
@@ -163,6 +163,7 @@ pub async fn run(json: bool) -> Result<()> {
     let _ = target.destroy().await;
     let (rolling, blue_green, failing, ours_ok) = figures?;
     let seed = seed::run(&docker, &started.state.docker_host, &v1, &v2).await?;
+    let swarm = swarm::run(&docker, &started.state.docker_host, &v1, &v2).await?;
 
     let rollback = failing.report.rollback_seconds.unwrap_or(f64::NAN);
     let out = json!({
@@ -175,6 +176,7 @@ pub async fn run(json: bool) -> Result<()> {
         "seed_script": { "deploy_seconds": seed.deploy_seconds, "deploy_failed_requests": seed.deploy_failed, "failure_to_restored_seconds": seed.rollback_seconds, "failure_failed_requests": seed.rollback_failed, "requests_ok": seed.ok },
         "rolling_traffic_moved_vs_seed": rolling.report.traffic_moved_seconds.unwrap_or(f64::NAN) / seed.deploy_seconds,
         "rollback_vs_seed": rollback / seed.rollback_seconds,
+        "swarm": swarm,
     });
     if json {
         report::print_json(&out);
@@ -232,6 +234,58 @@ pub async fn run(json: bool) -> Result<()> {
             format!("{} / {}", failing.failed, seed.rollback_failed),
         ]);
         table.emit();
+        swarm_table(&swarm);
     }
     Ok(())
+}
+
+fn swarm_table(s: &swarm::SwarmFigures) {
+    let mut table = report::Table::new(
+        &format!("bench deploy on swarm ({REPLICAS} replicas, 4 keep-alive connections)"),
+        &[
+            "measure",
+            "xtask",
+            "docker service update",
+            "ratio",
+            "failed requests (xtask / peer)",
+        ],
+    );
+    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}s"));
+    let moved = |f: &swarm::Figure| f.traffic_moved_seconds.unwrap_or(f64::NAN);
+    table.row(vec![
+        "rolling: all traffic on the new release".into(),
+        secs(s.rolling.traffic_moved_seconds),
+        secs(s.peer_rolling.traffic_moved_seconds),
+        ratio(moved(&s.rolling), moved(&s.peer_rolling)),
+        format!(
+            "{} / {}",
+            s.rolling.failed_requests, s.peer_rolling.failed_requests
+        ),
+    ]);
+    table.row(vec![
+        "blue-green: all traffic on the new release".into(),
+        secs(s.blue_green.traffic_moved_seconds),
+        "-".into(),
+        "-".into(),
+        format!("{} / -", s.blue_green.failed_requests),
+    ]);
+    let back = |f: &swarm::Figure| f.rollback_seconds.unwrap_or(f64::NAN);
+    table.row(vec![
+        "never-ready release: failure -> previous alone".into(),
+        secs(s.never_ready.rollback_seconds),
+        secs(s.peer_never_ready.rollback_seconds),
+        ratio(back(&s.never_ready), back(&s.peer_never_ready)),
+        format!(
+            "{} / {}",
+            s.never_ready.failed_requests, s.peer_never_ready.failed_requests
+        ),
+    ]);
+    table.row(vec![
+        "crashing release: failure -> previous alone".into(),
+        secs(s.crashing.rollback_seconds),
+        "-".into(),
+        "-".into(),
+        format!("{} / -", s.crashing.failed_requests),
+    ]);
+    table.emit();
 }

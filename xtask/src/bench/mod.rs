@@ -4,6 +4,7 @@
 mod build;
 mod deploy;
 mod seed;
+mod swarm;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
-    /// Rolling and blue-green deploy time and failed requests under load, rollback time, against the seed's docker+curl script
+    /// Rolling and blue-green deploy time and failed requests under load, rollback time: Docker against the seed's docker+curl script, swarm against plain `docker service update`
     Deploy {
         #[arg(long)]
         json: bool,

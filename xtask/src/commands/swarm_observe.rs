@@ -100,7 +100,7 @@ pub async fn status(target: &SwarmTarget, env: &Environment, as_json: bool) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-/// The public URL and every routed task, on the three health paths.
+/// The public URL and the task behind every slot, on the three health paths.
 pub async fn health_probes(
     target: &SwarmTarget,
     timeout: Duration,
@@ -120,18 +120,19 @@ pub async fn health_probes(
         };
         results.push(("public".to_owned(), result));
     }
-    let routed = target.routes();
+    // Every slot, by the task it points at: a slot left on a task swarm
+    // replaced while no xtask ran shows up here as "no socket".
+    let mut names = std::collections::HashMap::new();
     for colour in COLOURS {
         for task in target.tasks(&target.service_name(colour)).await? {
-            if !routed.contains(&Some(task.id.clone())) {
-                continue;
-            }
-            for path in ["/health", "/ready", "/health/detailed"] {
-                results.push((
-                    task.name.clone(),
-                    target.probe_task(&task, path, timeout).await,
-                ));
-            }
+            names.insert(task.id.clone(), task.name.clone());
+        }
+    }
+    for (slot, task) in target.routes().into_iter().enumerate() {
+        let Some(task) = task else { continue };
+        let who = format!("slot {slot}: {}", names.get(&task).unwrap_or(&task));
+        for path in ["/health", "/ready", "/health/detailed"] {
+            results.push((who.clone(), target.probe_socket(&task, path, timeout).await));
         }
     }
     Ok(results)

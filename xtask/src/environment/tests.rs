@@ -146,7 +146,11 @@ fn every_shipped_environment_file_parses() {
             kinds.push(env.file.target.kind);
         }
     }
-    for kind in [TargetKind::Docker, TargetKind::Swarm, TargetKind::Kubernetes] {
+    for kind in [
+        TargetKind::Docker,
+        TargetKind::Swarm,
+        TargetKind::Kubernetes,
+    ] {
         assert!(kinds.contains(&kind), "no {kind:?} environment shipped");
     }
 }
@@ -160,7 +164,10 @@ fn swarm_settings_have_defaults_and_bad_ones_are_named() {
     let err = parse_str(&format!("{swarm}[swarm]\nmemory_mb = 2\n"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("swarm.memory_mb = 2: must be at least 6"), "{err}");
+    assert!(
+        err.contains("swarm.memory_mb = 2: must be at least 6"),
+        "{err}"
+    );
     let err = parse_str(&format!("{swarm}[swarm]\ncpu = 1\n"))
         .unwrap_err()
         .to_string();
@@ -171,7 +178,10 @@ fn swarm_settings_have_defaults_and_bad_ones_are_named() {
     assert!(err.contains("[swarm] is for kind = \"swarm\""), "{err}");
     let without = &swarm[..swarm.find("[balancer]").unwrap()];
     let err = parse_str(without).unwrap_err().to_string();
-    assert!(err.contains("[balancer] is missing: a swarm target"), "{err}");
+    assert!(
+        err.contains("[balancer] is missing: a swarm target"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -143,7 +143,7 @@ impl SwarmTarget {
                 }),
                 resources: Some(TaskSpecResources {
                     limits: Some(Limit {
-                        nano_cpus: s.cpus.map(|c| ns(c)),
+                        nano_cpus: s.cpus.map(ns),
                         memory_bytes: s.memory_mb.map(|m| (m * 1024 * 1024) as i64),
                         pids: None,
                     }),

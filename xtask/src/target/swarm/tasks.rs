@@ -109,8 +109,13 @@ impl SwarmTarget {
 
     /// One probe of `path` through the task's socket; a task with no socket yet is "no answer".
     pub async fn probe_task(&self, task: &TaskView, path: &str, timeout: Duration) -> ProbeResult {
-        let socket = self.socket_path(&task.id);
-        let url = format!("http://{}{path}", task.id);
+        self.probe_socket(&task.id, path, timeout).await
+    }
+
+    /// One probe of `path` through the socket of task `task_id`.
+    pub async fn probe_socket(&self, task_id: &str, path: &str, timeout: Duration) -> ProbeResult {
+        let socket = self.socket_path(task_id);
+        let url = format!("http://{task_id}{path}");
         if !socket.exists() {
             return ProbeResult {
                 url,
