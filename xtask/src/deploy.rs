@@ -76,13 +76,8 @@ pub async fn recover(
     history: &mut History,
     quiet: bool,
 ) -> Result<bool> {
-    let interrupted = history.in_progress().map(|r| r.id.clone());
-    if let Some(id) = &interrupted {
-        history.fail(
-            id,
-            "interrupted: the deploy that started it stopped before finishing",
-            &release::now(),
-        );
+    let interrupted = history.close_interrupted();
+    if interrupted.is_some() {
         target.write_history(history).await?;
     }
     let step = Step::start("converge", quiet);

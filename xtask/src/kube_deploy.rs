@@ -39,13 +39,8 @@ async fn locked(
     // A run that died mid-rollout: the cluster keeps whatever it applied (the
     // Deployment controller finishes or stalls on its own), and this run's
     // apply supersedes it. Only the record needs closing.
-    if let Some(id) = history.in_progress().map(|r| r.id.clone()) {
-        eprintln!("{id} was left in progress by an interrupted run: recording it failed");
-        history.fail(
-            &id,
-            "interrupted: the deploy that started it stopped before finishing",
-            &release::now(),
-        );
+    if let Some(id) = history.close_interrupted() {
+        eprintln!("{id} was left in progress by an interrupted run: recorded it failed");
     }
     let release = new_release(env, &history, source, options)?;
     let id = history.begin(release);

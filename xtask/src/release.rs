@@ -174,6 +174,17 @@ impl History {
         }
     }
 
+    /// Records a release a dead run left in progress as failed; returns its id.
+    pub fn close_interrupted(&mut self) -> Option<String> {
+        let id = self.in_progress()?.id.clone();
+        self.fail(
+            &id,
+            "interrupted: the deploy that started it stopped before finishing",
+            &now(),
+        );
+        Some(id)
+    }
+
     pub fn fail(&mut self, id: &str, reason: &str, now: &str) {
         if let Some(r) = self.get_mut(id) {
             r.outcome = Outcome::Failed;

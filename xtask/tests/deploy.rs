@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::deploy_env::TestEnv;
+use support::deploy_env::{outcome_of, TestEnv};
 use xtask::load::Load;
 use xtask::target::Target;
 
@@ -33,27 +33,8 @@ async fn setup(
     )
 }
 
-fn outcome_of(history: &Value, id: &str) -> (String, String) {
-    let r = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("{id} not in {history}"));
-    (
-        r["outcome"].as_str().unwrap().to_owned(),
-        r["reason"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
 async fn load_against(env: &TestEnv) -> Load {
-    let client = env.target().await.public_client().unwrap();
-    let load = Load::start(client, format!("{}/version", env.public_url()), 4);
-    // Every worker has a live keep-alive connection before anything changes.
-    while load.ok_so_far() < 50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    load
+    env.load(env.target().await.public_client().unwrap()).await
 }
 
 /// Instances of the environment, as (release, routed) pairs.
@@ -289,15 +270,6 @@ async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_p
     );
 }
 
-fn spawn_deploy(env: &TestEnv, image: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--image", image, "--json", "-e", env.arg()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 async fn lock_is_free(env: &TestEnv) -> bool {
     xtask::lock::LockStore::lock_read(&env.target().await)
         .await
@@ -322,7 +294,7 @@ async fn concurrent_deploys_are_refused_and_killed_or_interrupted_ones_are_clean
     let (_serial, v1, v2, env) = setup("lock", "rolling", 2000).await;
     assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
 
-    let mut first = spawn_deploy(&env, &v2);
+    let mut first = env.spawn_deploy(&v2);
     wait_for_lock(&env).await;
     let second = env.xtask(&["deploy", "--image", &v2]);
     assert!(!second.status.success());
@@ -371,7 +343,7 @@ async fn concurrent_deploys_are_refused_and_killed_or_interrupted_ones_are_clean
     );
 
     // Ctrl-C mid-deploy rolls back what is half done and frees the lock.
-    let interrupted = spawn_deploy(&env, &v1);
+    let interrupted = env.spawn_deploy(&v1);
     wait_for_lock(&env).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     nix::sys::signal::kill(

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::deploy_env::TestEnv;
+use support::deploy_env::{outcome_of, TestEnv};
 use xtask::{
     load::Load,
     target::swarm::{service::release_of, SwarmTarget},
@@ -31,26 +31,9 @@ async fn setup(
     (serial, v1, v2, TestEnv::swarm(label, strategy, swarm_toml))
 }
 
-fn outcome_of(history: &Value, id: &str) -> (String, String) {
-    let r = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("{id} not in {history}"));
-    (
-        r["outcome"].as_str().unwrap().to_owned(),
-        r["reason"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
 async fn load_against(env: &TestEnv) -> Load {
-    let client = env.swarm_target().await.public_client().unwrap();
-    let load = Load::start(client, format!("{}/version", env.public_url()), 4);
-    while load.ok_so_far() < 50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    load
+    env.load(env.swarm_target().await.public_client().unwrap())
+        .await
 }
 
 /// The tasks swarm wants running, as (service, release, routed) triples, sorted.
@@ -239,12 +222,7 @@ async fn never_ready_crashing_and_flapping_releases_roll_back_and_are_recorded_f
 
     // A task that passed readiness and then dies (killed here) is a flap: the
     // gate fails the release on it, whatever swarm's monitor makes of it (moby#37972).
-    let flapping = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--image", &v2, "--json", "-e", env.arg()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let flapping = env.spawn_deploy(&v2);
     let docker = support::swarm().await;
     let killed = 'kill: {
         for _ in 0..300 {
@@ -403,15 +381,6 @@ async fn rollback_and_rollback_to_from_a_fresh_process_with_secrets_as_docker_se
     );
 }
 
-fn spawn_deploy(env: &TestEnv, image: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--image", image, "--json", "-e", env.arg()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deploy_is_refused_and_a_killed_update_is_finished_by_the_next_deploy() {
     // Two seconds between tasks: time to act while swarm is mid-update.
@@ -419,7 +388,7 @@ async fn concurrent_deploy_is_refused_and_a_killed_update_is_finished_by_the_nex
     assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
     let target = env.swarm_target().await;
 
-    let mut first = spawn_deploy(&env, &v2);
+    let mut first = env.spawn_deploy(&v2);
     let mut updating = false;
     for _ in 0..300 {
         let service = target
@@ -464,4 +433,57 @@ async fn concurrent_deploy_is_refused_and_a_killed_update_is_finished_by_the_nex
     assert_eq!(outcome_of(&history, "r3").0, "active");
     let (ok, lock, _) = env.xtask_json(&["lock", "status"]);
     assert!(ok && lock["locked"] == false, "{lock}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_after_traffic_moved_starts_the_old_tasks_first_without_a_failed_request() {
+    // moby#34111 / #43081: a stop-first rollback drops every serving task at
+    // once. Here the new release serves all traffic when the run is told to
+    // stop (Ctrl-C during verification), so its rollback replaces serving tasks.
+    let (_serial, v1, v2, env) = setup("sw-undo", "rolling", "").await;
+    let text = std::fs::read_to_string(env.arg())
+        .unwrap()
+        .replace("verify_seconds = 1", "verify_seconds = 20");
+    std::fs::write(env.arg(), text).unwrap();
+    assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
+    let target = env.swarm_target().await;
+    let load = load_against(&env).await;
+
+    let deploy = env.spawn_deploy(&v2);
+    let mut moved = false;
+    for _ in 0..1500 {
+        if running(&target).await == all("blue", "r2") {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(moved, "r2 took all traffic");
+    let served_before = load.ok_so_far();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(deploy.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| deploy.wait_with_output()).unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        report["release"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by SIGINT"),
+        "{report}"
+    );
+    assert_eq!(
+        running(&target).await,
+        all("blue", "r1"),
+        "swarm's rollback put r1 back"
+    );
+    assert!(
+        load.ok_so_far() > served_before + 100,
+        "load ran through the rollback"
+    );
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
 }

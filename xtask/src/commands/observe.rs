@@ -213,23 +213,9 @@ async fn docker_probes(
     timeout: Duration,
 ) -> Result<Vec<(String, health::ProbeResult)>> {
     let target = connect(env).await?;
-    let public_client = target.public_client();
     let direct = reqwest::Client::new();
     let routes = target.routes().await?;
-    let mut results = Vec::new();
-    for path in ["/health", "/ready", "/health/detailed"] {
-        let url = format!("{}{path}", target.public_url());
-        let result = match &public_client {
-            Ok(client) => health::probe(client, &url, timeout).await,
-            Err(e) => health::ProbeResult {
-                url,
-                status: None,
-                latency_ms: 0.0,
-                error: Some(format!("{e:#}")),
-            },
-        };
-        results.push(("public".to_owned(), result));
-    }
+    let mut results = public_probes(target.public_client(), &target.public_url(), timeout).await;
     for instance in target.instances().await? {
         if !routes.contains(&Some(instance.name.clone())) || instance.probe_url.is_empty() {
             continue;
@@ -242,6 +228,29 @@ async fn docker_probes(
         }
     }
     Ok(results)
+}
+
+/// The public URL on the three health paths, through the balancer's client.
+pub(super) async fn public_probes(
+    client: Result<reqwest::Client>,
+    public_url: &str,
+    timeout: Duration,
+) -> Vec<(String, health::ProbeResult)> {
+    let mut results = Vec::new();
+    for path in ["/health", "/ready", "/health/detailed"] {
+        let url = format!("{public_url}{path}");
+        let result = match &client {
+            Ok(client) => health::probe(client, &url, timeout).await,
+            Err(e) => health::ProbeResult {
+                url,
+                status: None,
+                latency_ms: 0.0,
+                error: Some(format!("{e:#}")),
+            },
+        };
+        results.push(("public".to_owned(), result));
+    }
+    results
 }
 
 fn report_health(

@@ -105,21 +105,8 @@ pub async fn health_probes(
     target: &SwarmTarget,
     timeout: Duration,
 ) -> Result<Vec<(String, health::ProbeResult)>> {
-    let public_client = target.public_client();
-    let mut results = Vec::new();
-    for path in ["/health", "/ready", "/health/detailed"] {
-        let url = format!("{}{path}", target.public_url());
-        let result = match &public_client {
-            Ok(client) => health::probe(client, &url, timeout).await,
-            Err(e) => health::ProbeResult {
-                url,
-                status: None,
-                latency_ms: 0.0,
-                error: Some(format!("{e:#}")),
-            },
-        };
-        results.push(("public".to_owned(), result));
-    }
+    let mut results =
+        super::observe::public_probes(target.public_client(), &target.public_url(), timeout).await;
     // Every slot, by the task it points at: a slot left on a task swarm
     // replaced while no xtask ran shows up here as "no socket".
     let mut names = std::collections::HashMap::new();

@@ -272,6 +272,17 @@ impl Environment {
             .expect("validated: docker targets have [balancer]")
     }
 
+    /// The last part of image.repo: names the app's containers, services and records.
+    pub fn app_name(&self) -> String {
+        self.file
+            .image
+            .repo
+            .rsplit('/')
+            .next()
+            .unwrap_or("app")
+            .to_owned()
+    }
+
     pub fn public_url(&self) -> String {
         match &self.file.balancer {
             Some(b) => format!("https://127.0.0.1:{}", b.https_port),

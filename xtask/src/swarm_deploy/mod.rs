@@ -142,13 +142,10 @@ async fn locked(
     options: &Options,
 ) -> Result<DeployReport> {
     let mut history = target.read_history().await?;
-    if let Some(id) = history.in_progress().map(|r| r.id.clone()) {
-        eprintln!("{id} was left in progress by an interrupted run: recording it failed");
-        history.fail(
-            &id,
-            "interrupted: the deploy that started it stopped before finishing",
-            &release::now(),
-        );
+    // A run that died mid-update: swarm finished or rolled back its update
+    // alone; `converge` below puts the active release back before this run.
+    if let Some(id) = history.close_interrupted() {
+        eprintln!("{id} was left in progress by an interrupted run: recorded it failed");
         target.write_history(&history).await?;
     }
     converge(target, env, &history, options.quiet).await?;

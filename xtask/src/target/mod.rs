@@ -16,6 +16,25 @@ use crate::{
     release::{History, Release},
 };
 
+/// A log stream from the engine (a container's or a swarm task's), as text.
+pub(crate) async fn collect_logs(
+    mut stream: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>
+        + Unpin,
+) -> String {
+    use futures_util::StreamExt;
+    let mut out = String::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(output) => out.push_str(&output.to_string()),
+            Err(e) => {
+                out.push_str(&format!("(logs unavailable: {e})"));
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// One running copy of a release.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Instance {

@@ -131,6 +131,40 @@ api_rate = 1000000
     pub fn public_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.https_port)
     }
+
+    /// Keep-alive load on `/version` of the public URL; every worker has a
+    /// live connection before anything changes.
+    pub async fn load(&self, client: reqwest::Client) -> xtask::load::Load {
+        let load = xtask::load::Load::start(client, format!("{}/version", self.public_url()), 4);
+        while load.ok_so_far() < 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        load
+    }
+
+    /// `deploy --image IMAGE --json` in a child process, to act on while it runs.
+    pub fn spawn_deploy(&self, image: &str) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["deploy", "--image", image, "--json", "-e", self.arg()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// (outcome, reason) of release `id` in `history --json`.
+pub fn outcome_of(history: &serde_json::Value, id: &str) -> (String, String) {
+    let r = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {history}"));
+    (
+        r["outcome"].as_str().unwrap().to_owned(),
+        r["reason"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 impl Drop for TestEnv {

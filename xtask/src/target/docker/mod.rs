@@ -18,7 +18,6 @@ use bollard::{
     },
     Docker,
 };
-use futures_util::StreamExt;
 
 use super::{Instance, InstanceState, Target};
 use crate::{
@@ -76,14 +75,7 @@ impl DockerTarget {
             Some(host) => engine::connect(host).await?,
             None => engine::require().await?.0,
         };
-        let app = env
-            .file
-            .image
-            .repo
-            .rsplit('/')
-            .next()
-            .unwrap_or("app")
-            .to_owned();
+        let app = env.app_name();
         let scope = format!("{app}-{}", env.name);
         let runtime_dir = runtime_root().join(&scope);
         std::fs::create_dir_all(runtime_dir.join("sockets"))
@@ -362,18 +354,7 @@ impl Target for DockerTarget {
             .stderr(true)
             .tail(&lines.to_string())
             .build();
-        let mut stream = self.docker.logs(&instance.id, Some(options));
-        let mut out = String::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(output) => out.push_str(&output.to_string()),
-                Err(e) => {
-                    out.push_str(&format!("(logs unavailable: {e})"));
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        Ok(super::collect_logs(Box::pin(self.docker.logs(&instance.id, Some(options)))).await)
     }
 
     async fn stop_instance(&self, instance: &Instance) -> Result<()> {

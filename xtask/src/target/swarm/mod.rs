@@ -68,14 +68,7 @@ impl SwarmTarget {
             );
         }
         let node_id = swarm.node_id.clone().unwrap_or_default();
-        let app = env
-            .file
-            .image
-            .repo
-            .rsplit('/')
-            .next()
-            .unwrap_or("app")
-            .to_owned();
+        let app = env.app_name();
         let scope = format!("{app}-{}", env.name);
         let runtime_dir = runtime_root().join(format!("swarm-{scope}"));
         let sockets = runtime_dir.join("sockets");

@@ -7,7 +7,6 @@ use bollard::{
     models::TaskState,
     query_parameters::{ListTasksOptionsBuilder, LogsOptionsBuilder},
 };
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::SwarmTarget;
@@ -142,17 +141,6 @@ impl SwarmTarget {
             .stderr(true)
             .tail(&lines.to_string())
             .build();
-        let mut stream = self.docker.task_logs(task_id, Some(options));
-        let mut out = String::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(output) => out.push_str(&output.to_string()),
-                Err(e) => {
-                    out.push_str(&format!("(logs unavailable: {e})"));
-                    break;
-                }
-            }
-        }
-        out
+        crate::target::collect_logs(Box::pin(self.docker.task_logs(task_id, Some(options)))).await
     }
 }
