@@ -41,6 +41,8 @@ pub enum Command {
     History(commands::releases::EnvJsonArgs),
     /// Probe the public URL and every instance; exit 1 when anything is unhealthy
     Health(commands::releases::EnvJsonArgs),
+    /// Swarm: point the balancer's slots at the live tasks that answer (once, or --watch)
+    Route(commands::lifecycle::RouteArgs),
     /// Show or free an environment's deploy lock
     #[command(subcommand)]
     Lock(commands::lifecycle::LockAction),
@@ -96,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::History(args) => commands::releases::history_command(args).await,
         Command::Health(args) => commands::observe::health_command(args).await,
         Command::Lock(action) => commands::lifecycle::lock_command(action).await,
+        Command::Route(args) => commands::lifecycle::route(args).await,
         Command::Up(args) => commands::lifecycle::up(args).await,
         Command::Down(args) => commands::lifecycle::down(args).await,
         Command::Bench(bench) => crate::bench::run(bench).await,

@@ -128,6 +128,18 @@ pub async fn while_held<T>(
     Ok(value)
 }
 
+/// Whether an earlier run died without cleaning up: its lock is stale (the
+/// holder is gone or past its time-to-live), or no lock is held while a
+/// release is still recorded in progress.
+pub async fn abandoned(store: &impl LockStore, history: &crate::release::History) -> Result<bool> {
+    let current = store.lock_read().await?;
+    let now = chrono::Utc::now().timestamp();
+    let stale = current
+        .as_ref()
+        .is_some_and(|(_, info)| info.holder_gone() || info.expired(now));
+    Ok(stale || (current.is_none() && history.in_progress().is_some()))
+}
+
 pub async fn release(store: &impl LockStore, held: &Held) -> Result<()> {
     if let Some((token, current)) = store.lock_read().await? {
         if current == held.info {

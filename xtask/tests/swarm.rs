@@ -382,7 +382,7 @@ async fn rollback_and_rollback_to_from_a_fresh_process_with_secrets_as_docker_se
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_deploy_is_refused_and_a_killed_update_is_finished_by_the_next_deploy() {
+async fn concurrent_deploy_is_refused_and_a_killed_update_is_cleaned_up_before_a_clean_deploy() {
     // Two seconds between tasks: time to act while swarm is mid-update.
     let (_serial, v1, v2, env) = setup("sw-lock", "rolling", "update_delay_seconds = 2").await;
     assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
@@ -416,21 +416,27 @@ async fn concurrent_deploy_is_refused_and_a_killed_update_is_finished_by_the_nex
     first.kill().unwrap();
     first.wait().unwrap();
 
-    let (ok, next, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
-    assert!(ok, "the next deploy needs no manual step: {next} {stderr}");
+    // `status` finds the abandoned run and finishes it: swarm's update undone, the record closed.
+    let (ok, status, stderr) = env.xtask_json(&["status"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(status["recovered_abandoned_run"], true, "{status}");
     assert!(stderr.contains("taking over the lock"), "{stderr}");
-    assert_eq!(next["release"]["id"], "r3");
     assert_eq!(
         running(&target).await,
-        all("blue", "r3"),
-        "no task of the killed run is left"
+        all("blue", "r1"),
+        "back to r1, no task of the killed run"
     );
     let (_, history, _) = env.xtask_json(&["history"]);
     assert!(
         outcome_of(&history, "r2").1.starts_with("interrupted"),
         "{history}"
     );
-    assert_eq!(outcome_of(&history, "r3").0, "active");
+    assert_eq!(outcome_of(&history, "r1").0, "active");
+
+    let (ok, next, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(ok, "the next deploy needs no manual step: {next} {stderr}");
+    assert_eq!(next["release"]["id"], "r3");
+    assert_eq!(running(&target).await, all("blue", "r3"));
     let (ok, lock, _) = env.xtask_json(&["lock", "status"]);
     assert!(ok && lock["locked"] == false, "{lock}");
 }
@@ -486,4 +492,74 @@ async fn a_rollback_after_traffic_moved_starts_the_old_tasks_first_without_a_fai
     );
     let report = load.stop().await;
     assert_eq!(report.failed, 0, "{:?}", report.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_swarm_replaces_between_deploys_gets_its_slot_back_from_route() {
+    let (_serial, v1, _, env) = setup("sw-route", "rolling", "").await;
+    assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
+    let target = env.swarm_target().await;
+    let docker = support::swarm().await;
+
+    // A crash no xtask sees: swarm restarts the task as a new one, with a new socket.
+    let victim = target.routes()[0].clone().unwrap();
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("com.docker.swarm.task.id={victim}")],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let container = docker.list_containers(Some(options)).await.unwrap()[0]
+        .id
+        .clone()
+        .unwrap();
+    docker
+        .kill_container(
+            &container,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let mut replaced = false;
+    for _ in 0..500 {
+        let tasks = target.tasks(&target.service_name("blue")).await.unwrap();
+        let live: Vec<_> = tasks.iter().filter(|t| t.wanted() && t.running()).collect();
+        if live.len() == 3 && live.iter().all(|t| t.id != victim) {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replaced, "swarm replaced the killed task");
+    let (healthy, health, _) = env.xtask_json(&["health"]);
+    assert!(
+        !healthy,
+        "the slot left on the dead task is reported: {health}"
+    );
+
+    let (ok, routed, stderr) = env.xtask_json(&["route"]);
+    assert!(ok, "{routed} {stderr}");
+    assert_eq!(routed["moved"], 1, "{routed}");
+    assert_eq!(running(&target).await, all("blue", "r1"));
+    let (healthy, health, _) = env.xtask_json(&["health"]);
+    assert!(healthy, "{health}");
+
+    // While a deploy holds the lock, route stands aside.
+    let lock = xtask::lock::LockInfo::mine("test", Duration::from_secs(600));
+    assert!(xtask::lock::LockStore::lock_create(&target, &lock)
+        .await
+        .unwrap());
+    let (ok, routed, _) = env.xtask_json(&["route"]);
+    assert!(
+        ok && routed["skipped"].as_str().unwrap().starts_with("locked by"),
+        "{routed}"
+    );
+    let (token, _) = xtask::lock::LockStore::lock_read(&target)
+        .await
+        .unwrap()
+        .unwrap();
+    xtask::lock::LockStore::lock_remove(&target, &token)
+        .await
+        .unwrap();
 }

@@ -69,6 +69,61 @@ async fn lock_action(
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(clap::Args)]
+pub struct RouteArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+    /// Keep going: one pass every --interval-ms until SIGTERM or Ctrl-C
+    #[arg(long)]
+    pub watch: bool,
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub interval_ms: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `route`: swarm only. Points the balancer's slots at the live tasks that
+/// answer, as swarm replaces them between deploys.
+pub async fn route(args: RouteArgs) -> Result<ExitCode> {
+    let env = load_env(&args.env)?;
+    if !is_swarm(&env) {
+        bail!(
+            "{}: route is for swarm targets (target.kind = \"swarm\"); docker restarts an instance in place and Kubernetes routes through its Service",
+            env.path.display()
+        );
+    }
+    let target = connect_swarm(&env).await?;
+    let timeout = env.file.health.timeout();
+    let interval = std::time::Duration::from_millis(args.interval_ms.max(100));
+    // Registered once, so a signal that arrives mid-pass is not lost.
+    let stop = crate::deploy::interrupted();
+    tokio::pin!(stop);
+    loop {
+        let routed =
+            crate::swarm_deploy::route::once(&target, &env.file.health.path, timeout).await?;
+        if args.json {
+            report::print_json(&routed);
+        } else if let Some(why) = &routed.skipped {
+            eprintln!("{}: slots left as they are: {why}", env.name);
+        } else if routed.moved > 0 || !args.watch {
+            eprintln!(
+                "{}: {} slot(s) moved; slots now on {:?}",
+                env.name, routed.moved, routed.slots
+            );
+        }
+        if !args.watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            signal = &mut stop => {
+                eprintln!("route: stopping on {signal}");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
 /// `up`: the main job on the local default. Engine, build, scan, deploy dev, print the URL.
 pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
     engine::start().await?;

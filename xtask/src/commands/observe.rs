@@ -21,14 +21,8 @@ async fn recover_if_abandoned(
     env: &environment::Environment,
     quiet: bool,
 ) -> Result<bool> {
-    let current = target.lock_read().await?;
-    let now = chrono::Utc::now().timestamp();
-    let abandoned_lock = current
-        .as_ref()
-        .is_some_and(|(_, info)| info.holder_gone() || info.expired(now));
     let mut history = target.read_history().await?;
-    let dangling = current.is_none() && history.in_progress().is_some();
-    if !(abandoned_lock || dangling) {
+    if !lock::abandoned(target, &history).await? {
         return Ok(false);
     }
     lock::while_held(target, env, "status (recovery)", async |_| {

@@ -17,6 +17,7 @@ use crate::{
 };
 
 pub async fn status(target: &SwarmTarget, env: &Environment, as_json: bool) -> Result<ExitCode> {
+    let recovered = crate::swarm_deploy::recover_if_abandoned(target, env, as_json).await?;
     let history = target.read_history().await?;
     let lock = target.lock_read().await?.map(|(_, info)| info);
     let routes = target.routes();
@@ -55,6 +56,7 @@ pub async fn status(target: &SwarmTarget, env: &Environment, as_json: bool) -> R
         "tasks": tasks,
         "slots": routes,
         "lock": lock,
+        "recovered_abandoned_run": recovered,
     });
     if as_json {
         report::print_json(&out);
@@ -68,6 +70,12 @@ pub async fn status(target: &SwarmTarget, env: &Environment, as_json: bool) -> R
     match &lock {
         Some(info) => eprintln!("lock: held by {}", info.describe()),
         None => eprintln!("lock: free"),
+    }
+    if recovered {
+        eprintln!(
+            "an abandoned run was cleaned up (see `cargo xtask history -e {}`)",
+            env.name
+        );
     }
     let mut table = report::Table::new("services", &["service", "release", "replicas", "update"]);
     for s in &services {

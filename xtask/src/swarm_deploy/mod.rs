@@ -5,6 +5,7 @@
 //! reverses with `service rollback` when it fails before swarm's own
 //! failure action does; blue-green fills the other colour's service,
 //! switches the balancer's slots, verifies, and scales the old one to zero.
+pub mod route;
 mod watch;
 
 use std::{collections::BTreeMap, time::Instant};
@@ -133,6 +134,28 @@ async fn converge(
     }
     step.finish("done");
     Ok(())
+}
+
+/// What `status` runs when an earlier run died (kill -9, a lost runner):
+/// its release recorded failed, the live service back on the active release.
+/// Returns whether there was anything to recover.
+pub async fn recover_if_abandoned(
+    target: &SwarmTarget,
+    env: &Environment,
+    quiet: bool,
+) -> Result<bool> {
+    if !lock::abandoned(target, &target.read_history().await?).await? {
+        return Ok(false);
+    }
+    lock::while_held(target, env, "status (recovery)", async |_| {
+        let mut history = target.read_history().await?;
+        if history.close_interrupted().is_some() {
+            target.write_history(&history).await?;
+        }
+        converge(target, env, &history, quiet).await
+    })
+    .await?;
+    Ok(true)
 }
 
 async fn locked(
