@@ -3,6 +3,7 @@
 pub mod image;
 pub mod lifecycle;
 pub mod observe;
+mod orchestrated;
 pub mod releases;
 mod swarm_observe;
 
