@@ -121,19 +121,7 @@ async fn locked(
     let plan = plan_for(&release, env)?;
     let started = Instant::now();
 
-    let step = Step::start(
-        &format!(
-            "{} {} ({:?})",
-            if release.restores.is_some() {
-                "rollback to"
-            } else {
-                "deploy"
-            },
-            release.id,
-            release.strategy
-        ),
-        options.quiet,
-    );
+    let step = announce(&release, "", options.quiet);
     let mut traffic_moved = None;
     // Switch, then verify the public URL (blue-green's old set is still warm
     // then), then retire what is out of traffic; Ctrl-C anywhere in it rolls back.
@@ -214,6 +202,19 @@ async fn locked(
             })
         }
     }
+}
+
+/// The progress step of a deploy or rollback run: `deploy r7 (Rolling…)`.
+pub fn announce(release: &Release, detail: &str, quiet: bool) -> Step {
+    let verb = if release.restores.is_some() {
+        "rollback to"
+    } else {
+        "deploy"
+    };
+    Step::start(
+        &format!("{verb} {} ({:?}{detail})", release.id, release.strategy),
+        quiet,
+    )
 }
 
 /// The release a deploy or rollback makes, before any target looks at it:

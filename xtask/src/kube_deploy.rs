@@ -74,16 +74,9 @@ async fn locked(
     };
     let colour = blue_green::other(live.as_deref().unwrap_or("green"));
     let started = Instant::now();
-    let verb = if release.restores.is_some() {
-        "rollback to"
-    } else {
-        "deploy"
-    };
-    let step = Step::start(
-        &format!(
-            "{verb} {} ({:?}, {} replicas)",
-            release.id, release.strategy, release.replicas
-        ),
+    let step = crate::deploy::announce(
+        &release,
+        &format!(", {} replicas", release.replicas),
         options.quiet,
     );
 

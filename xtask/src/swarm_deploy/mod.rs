@@ -184,16 +184,9 @@ async fn locked(
     let release = history.get(&id).expect("just recorded").clone();
 
     let started = Instant::now();
-    let verb = if release.restores.is_some() {
-        "rollback to"
-    } else {
-        "deploy"
-    };
-    let step = Step::start(
-        &format!(
-            "{verb} {} ({:?}, {} replicas, swarm)",
-            release.id, release.strategy, release.replicas
-        ),
+    let step = crate::deploy::announce(
+        &release,
+        &format!(", {} replicas, swarm", release.replicas),
         options.quiet,
     );
     let mut plan = Plan {
