@@ -20,6 +20,12 @@ use crate::{
 };
 
 pub async fn serve(config: Config) -> Result<()> {
+    // The socket first: once TCP accepts, the socket exists with its mode set
+    // (a caller that waits for the port can rely on both).
+    let unix = match &config.listen_socket {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
     let address = SocketAddr::new(config.bind, config.port);
     let listener = TcpListener::bind(address)
         .await
@@ -29,10 +35,6 @@ pub async fn serve(config: Config) -> Result<()> {
     tokio::spawn(state::wait_until_started(state.clone()));
 
     let app = routes::router(state.clone(), config.debug_routes);
-    let unix = match &config.listen_socket {
-        Some(path) => Some(bind_unix(path)?),
-        None => None,
-    };
     let (stop_accepting, stopped) = watch::channel(false);
     let (drain, shutdown_timeout) = (config.drain, config.shutdown_timeout);
     let lifecycle = state.clone();
