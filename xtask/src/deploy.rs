@@ -120,6 +120,12 @@ async fn locked(
     let release = history.get(&id).expect("just recorded").clone();
     let plan = plan_for(&release, env)?;
     let started = Instant::now();
+    let run = Run {
+        env,
+        release: release.clone(),
+        started,
+        public_url: target.public_url(),
+    };
 
     let step = announce(&release, "", options.quiet);
     let mut traffic_moved = None;
@@ -144,21 +150,9 @@ async fn locked(
     match outcome {
         Ok(_) => {
             step.finish("done");
-            history.activate(&id, &release::now());
-            history.trim(env.file.deploy.keep_releases);
+            let report = run.succeeded(&mut history, traffic_moved);
             target.write_history(&history).await?;
-            let release = history.get(&id).cloned().expect("kept: it is active");
-            Ok(DeployReport {
-                environment: env.name.clone(),
-                strategy: release.strategy,
-                release,
-                succeeded: true,
-                seconds: started.elapsed().as_secs_f64(),
-                traffic_moved_seconds: traffic_moved,
-                public_url: target.public_url(),
-                rollback_seconds: None,
-                failure_logs: None,
-            })
+            Ok(report)
         }
         Err(failure) => {
             step.finish("FAILED");
@@ -181,25 +175,76 @@ async fn locked(
             let converged = strategy::converge(target, restore.as_ref(), &converge_step).await;
             converge_step.finish(if converged.is_ok() { "done" } else { "FAILED" });
             let rollback_seconds = failure.first_failure.map(|t| t.elapsed().as_secs_f64());
-            let reason = match &converged {
-                Ok(()) => failure.reason.clone(),
-                Err(e) => format!("{}; and the rollback failed too: {e:#}", failure.reason),
-            };
-            history.fail(&id, &reason, &release::now());
-            history.trim(env.file.deploy.keep_releases);
-            target.write_history(&history).await?;
-            let release = history.get(&id).cloned().unwrap_or(release);
-            Ok(DeployReport {
-                environment: env.name.clone(),
-                strategy: release.strategy,
-                release,
-                succeeded: false,
-                seconds: started.elapsed().as_secs_f64(),
-                traffic_moved_seconds: None,
-                public_url: target.public_url(),
+            let report = run.failed(
+                &mut history,
+                &failure.reason,
+                &converged,
+                None,
                 rollback_seconds,
-                failure_logs: logs,
-            })
+                logs,
+            );
+            target.write_history(&history).await?;
+            Ok(report)
+        }
+    }
+}
+
+/// A deploy or rollback run once its release is recorded in progress: the
+/// ending every target shares, the record closed and trimmed and the report
+/// built. The caller writes the history back.
+pub struct Run<'a> {
+    pub env: &'a Environment,
+    pub release: Release,
+    pub started: Instant,
+    pub public_url: String,
+}
+
+impl Run<'_> {
+    pub fn succeeded(&self, history: &mut History, traffic_moved: Option<f64>) -> DeployReport {
+        history.activate(&self.release.id, &release::now());
+        self.report(history, true, traffic_moved, None, None)
+    }
+
+    /// Recorded failed with `reason`, and with the rollback's own error when `undone` failed.
+    pub fn failed(
+        &self,
+        history: &mut History,
+        reason: &str,
+        undone: &Result<()>,
+        traffic_moved: Option<f64>,
+        rollback_seconds: Option<f64>,
+        logs: Option<String>,
+    ) -> DeployReport {
+        let reason = match undone {
+            Ok(()) => reason.to_owned(),
+            Err(e) => format!("{reason}; and the rollback failed too: {e:#}"),
+        };
+        history.fail(&self.release.id, &reason, &release::now());
+        self.report(history, false, traffic_moved, rollback_seconds, logs)
+    }
+
+    fn report(
+        &self,
+        history: &mut History,
+        succeeded: bool,
+        traffic_moved: Option<f64>,
+        rollback_seconds: Option<f64>,
+        logs: Option<String>,
+    ) -> DeployReport {
+        history.trim(self.env.file.deploy.keep_releases);
+        DeployReport {
+            environment: self.env.name.clone(),
+            release: history
+                .get(&self.release.id)
+                .cloned()
+                .unwrap_or_else(|| self.release.clone()),
+            strategy: self.release.strategy,
+            succeeded,
+            seconds: self.started.elapsed().as_secs_f64(),
+            traffic_moved_seconds: traffic_moved,
+            public_url: self.public_url.clone(),
+            rollback_seconds,
+            failure_logs: logs,
         }
     }
 }

@@ -96,16 +96,11 @@ async fn locked(
         signal = crate::deploy::interrupted() => Err(format!("interrupted by {signal}")),
     };
 
-    let report = |history: &History, succeeded: bool, rollback_seconds, logs| DeployReport {
-        environment: env.name.clone(),
-        release: history.get(&id).cloned().unwrap_or_else(|| release.clone()),
-        strategy: release.strategy,
-        succeeded,
-        seconds: started.elapsed().as_secs_f64(),
-        traffic_moved_seconds: rolled_out,
+    let run = crate::deploy::Run {
+        env,
+        release: release.clone(),
+        started,
         public_url: target.public_url(),
-        rollback_seconds,
-        failure_logs: logs,
     };
     match outcome {
         Ok(()) => {
@@ -120,10 +115,9 @@ async fn locked(
                     }
                 }
             }
-            history.activate(&id, &release::now());
-            history.trim(env.file.deploy.keep_releases);
+            let report = run.succeeded(&mut history, rolled_out);
             target.write_history(&history).await?;
-            Ok(report(&history, true, None, None))
+            Ok(report)
         }
         Err(reason) => {
             step.finish("FAILED");
@@ -141,20 +135,18 @@ async fn locked(
                 }
             };
             undo_step.finish(if undone.is_ok() { "done" } else { "FAILED" });
-            let reason = match &undone {
-                Ok(()) => reason,
-                Err(e) => format!("{reason}; and the rollback failed too: {e:#}"),
-            };
-            history.fail(&id, &reason, &release::now());
-            history.trim(env.file.deploy.keep_releases);
-            target.write_history(&history).await?;
             let logs = (!logs.is_empty()).then_some(logs);
-            Ok(report(
-                &history,
-                false,
-                Some(failed_at.elapsed().as_secs_f64()),
+            let rollback_seconds = Some(failed_at.elapsed().as_secs_f64());
+            let report = run.failed(
+                &mut history,
+                &reason,
+                &undone,
+                rolled_out,
+                rollback_seconds,
                 logs,
-            ))
+            );
+            target.write_history(&history).await?;
+            Ok(report)
         }
     }
 }

@@ -16,20 +16,8 @@ use crate::{
 
 const REPLICAS: usize = 3;
 
-fn bench_env(dir: &std::path::Path) -> Result<environment::Environment> {
-    let port = || -> Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let dev = std::fs::read_to_string(environment::resolve_path("dev"))?;
-    let text = dev
-        .replace("https_port = 18443", &format!("https_port = {}", port()?))
-        .replace("http_port = 18080", &format!("http_port = {}", port()?))
-        .replace("api_rate = 10000", "api_rate = 1000000");
-    let path = dir.join("bench.toml");
-    std::fs::write(&path, &text)?;
-    let env = environment::parse(&path, &text)?;
+fn bench_env() -> Result<environment::Environment> {
+    let env = super::throwaway_env("dev", "bench")?;
     anyhow::ensure!(
         env.file.deploy.replicas == REPLICAS,
         "infrastructure/environments/dev.toml: the benchmark expects deploy.replicas = {REPLICAS}"
@@ -79,8 +67,7 @@ async fn measured(
 pub async fn run(json: bool) -> Result<()> {
     let started = engine::start().await?;
     let docker = engine::connect(&started.state.docker_host).await?;
-    let dir = tempfile::tempdir()?;
-    let env = bench_env(dir.path())?;
+    let env = bench_env()?;
     let v1 = format!(
         "{}:{}",
         env.file.image.repo,

@@ -33,6 +33,27 @@ pub async fn run(bench: Bench) -> Result<ExitCode> {
     .map(|()| ExitCode::SUCCESS)
 }
 
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A shipped environment under a throwaway name, on free loopback ports and
+/// without the API rate limit (the load would hit it): what a benchmark deploys to.
+fn throwaway_env(shipped: &str, name: &str) -> Result<crate::environment::Environment> {
+    let mut env = crate::environment::load(shipped)?;
+    env.name = name.to_owned();
+    let balancer =
+        env.file.balancer.as_mut().ok_or_else(|| {
+            anyhow::anyhow!("{}: the benchmark needs [balancer]", env.path.display())
+        })?;
+    balancer.https_port = free_port()?;
+    balancer.http_port = free_port()?;
+    balancer.api_rate = 1_000_000;
+    Ok(env)
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}x", a / b)

@@ -25,12 +25,6 @@ pub struct SeedFigures {
     pub ok: u64,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn script(
     dir: &Path,
     docker_host: &str,
@@ -81,8 +75,8 @@ pub async fn run(docker: &Docker, docker_host: &str, v1: &str, v2: &str) -> Resu
         bail!("the seed baseline needs the docker CLI and curl on PATH");
     }
     let dir = tempfile::tempdir()?;
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
-    let (http, https) = (free_port()?, free_port()?);
+    let ports: Vec<u16> = (0..3).map(|_| super::free_port()).collect::<Result<_>>()?;
+    let (http, https) = (super::free_port()?, super::free_port()?);
     let upstreams = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut settings = nginx::NginxSettings::local(dir.path(), http, https, upstreams);
     settings.api_rate = 1_000_000;

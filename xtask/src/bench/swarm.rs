@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::{
     balancer::Balancer,
     deploy::{Options, Source},
-    engine, environment,
+    engine,
     environment::{BalancerConfig, Strategy},
     load::Load,
     swarm_deploy,
@@ -43,28 +43,6 @@ pub struct SwarmFigures {
     pub crashing: Figure,
     pub peer_rolling: Figure,
     pub peer_never_ready: Figure,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn bench_env(dir: &std::path::Path) -> Result<environment::Environment> {
-    let text = std::fs::read_to_string(environment::resolve_path("swarm-local"))?
-        .replace(
-            "https_port = 18643",
-            &format!("https_port = {}", free_port()?),
-        )
-        .replace(
-            "http_port = 18280",
-            &format!("http_port = {}", free_port()?),
-        )
-        .replace("api_rate = 10000", "api_rate = 1000000");
-    let path = dir.join("bench-swarm.toml");
-    std::fs::write(&path, &text)?;
-    environment::parse(&path, &text)
 }
 
 pub async fn run(docker: &Docker, docker_host: &str, v1: &str, v2: &str) -> Result<SwarmFigures> {
@@ -95,8 +73,7 @@ pub async fn run(docker: &Docker, docker_host: &str, v1: &str, v2: &str) -> Resu
 }
 
 async fn ours(v1: &str, v2: &str) -> Result<(Figure, Figure, Figure, Figure)> {
-    let dir = tempfile::tempdir()?;
-    let env = bench_env(dir.path())?;
+    let env = super::throwaway_env("swarm-local", "bench-swarm")?;
     let target = SwarmTarget::connect(&env).await?;
     let deploy = |image: &str, vars: &[(&str, &str)], strategy| {
         let source = Source::Image {
@@ -232,12 +209,12 @@ async fn peer(docker: &Docker, docker_host: &str, v1: &str, v2: &str) -> Result<
     ]);
     create.extend(policy.map(String::from));
     create.push(v1.to_owned());
-    let https_port = free_port()?;
+    let https_port = super::free_port()?;
     let balancer = Balancer::new(
         dir.path(),
         &BalancerConfig {
             https_port,
-            http_port: free_port()?,
+            http_port: super::free_port()?,
             api_rate: 1_000_000,
         },
     );

@@ -83,29 +83,18 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
         report::print_json(&out);
         return Ok(ExitCode::SUCCESS);
     }
-    match active {
-        Some(r) => eprintln!(
-            "{}: release {} ({}, {}) deployed {} by {}",
-            env.name,
+    let release = active.map(|r| {
+        format!(
+            "release {} ({}, {}) deployed {} by {}",
             r.id,
             r.image,
             short(&r.image_id),
             r.finished_at.as_deref().unwrap_or("?"),
             r.by
-        ),
-        None => eprintln!("{}: nothing deployed", env.name),
-    }
-    eprintln!("public url: {}", target.public_url());
-    match &lock {
-        Some(info) => eprintln!("lock: held by {}", info.describe()),
-        None => eprintln!("lock: free"),
-    }
-    if recovered {
-        eprintln!(
-            "an abandoned run was cleaned up (see `cargo xtask history -e {}`)",
-            env.name
-        );
-    }
+        )
+    });
+    let where_ = format!("public url: {}", target.public_url());
+    print_status_header(&env.name, release, &where_, lock.as_ref(), recovered);
     let mut table = report::Table::new(
         "instances",
         &["instance", "release", "colour", "slot", "state", "/ready"],
@@ -165,23 +154,41 @@ async fn kube_status(
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    match active {
-        Some(r) => eprintln!(
-            "{}: release {} ({}) deployed {} by {}",
-            env.name,
+    let release = active.map(|r| {
+        format!(
+            "release {} ({}) deployed {} by {}",
             r.id,
             r.image,
             r.finished_at.as_deref().unwrap_or("?"),
             r.by
-        ),
-        None => eprintln!("{}: nothing deployed", env.name),
-    }
-    eprintln!("deployment: {rollout}");
-    match &lock {
+        )
+    });
+    let where_ = format!("deployment: {rollout}");
+    print_status_header(&env.name, release, &where_, lock.as_ref(), false);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines above every target's status table: what is deployed, where,
+/// who holds the lock, and whether an abandoned run was just cleaned up.
+pub(super) fn print_status_header(
+    env: &str,
+    release: Option<String>,
+    where_: &str,
+    lock: Option<&crate::lock::LockInfo>,
+    recovered: bool,
+) {
+    eprintln!(
+        "{env}: {}",
+        release.as_deref().unwrap_or("nothing deployed")
+    );
+    eprintln!("{where_}");
+    match lock {
         Some(info) => eprintln!("lock: held by {}", info.describe()),
         None => eprintln!("lock: free"),
     }
-    Ok(ExitCode::SUCCESS)
+    if recovered {
+        eprintln!("an abandoned run was cleaned up (see `cargo xtask history -e {env}`)");
+    }
 }
 
 fn short(id: &str) -> &str {

@@ -62,21 +62,9 @@ pub async fn status(target: &SwarmTarget, env: &Environment, as_json: bool) -> R
         report::print_json(&out);
         return Ok(ExitCode::SUCCESS);
     }
-    match active {
-        Some(r) => eprintln!("{}: release {} ({}) on swarm", env.name, r.id, r.image),
-        None => eprintln!("{}: nothing deployed", env.name),
-    }
-    eprintln!("public url: {}", target.public_url());
-    match &lock {
-        Some(info) => eprintln!("lock: held by {}", info.describe()),
-        None => eprintln!("lock: free"),
-    }
-    if recovered {
-        eprintln!(
-            "an abandoned run was cleaned up (see `cargo xtask history -e {}`)",
-            env.name
-        );
-    }
+    let release = active.map(|r| format!("release {} ({}) on swarm", r.id, r.image));
+    let where_ = format!("public url: {}", target.public_url());
+    super::observe::print_status_header(&env.name, release, &where_, lock.as_ref(), recovered);
     let mut table = report::Table::new("services", &["service", "release", "replicas", "update"]);
     for s in &services {
         table.row(vec![

@@ -17,7 +17,7 @@ use crate::{
     environment::{Environment, Strategy},
     lock,
     progress::Step,
-    release::{self, History, Release},
+    release::{History, Release},
     target::swarm::{
         service::{release_of, replicas_of},
         SwarmTarget, COLOURS,
@@ -206,16 +206,11 @@ async fn locked(
         outcome = plan.roll_out(started, &step) => outcome,
         signal = crate::deploy::interrupted() => Err(Failure { reason: format!("interrupted by {signal}"), task: None, at: Instant::now() }),
     };
-    let report = |history: &History, succeeded, rollback_seconds, logs| DeployReport {
-        environment: env.name.clone(),
-        release: history.get(&id).cloned().unwrap_or_else(|| release.clone()),
-        strategy: release.strategy,
-        succeeded,
-        seconds: started.elapsed().as_secs_f64(),
-        traffic_moved_seconds: plan.moved,
+    let run = crate::deploy::Run {
+        env,
+        release: release.clone(),
+        started,
         public_url: target.public_url(),
-        rollback_seconds,
-        failure_logs: logs,
     };
     match outcome {
         Ok(()) => {
@@ -229,10 +224,9 @@ async fn locked(
                 }
             }
             let _ = crate::target::swarm::service::remove_unused_secrets(target).await;
-            history.activate(&id, &release::now());
-            history.trim(env.file.deploy.keep_releases);
+            let report = run.succeeded(&mut history, plan.moved);
             target.write_history(&history).await?;
-            Ok(report(&history, true, None, None))
+            Ok(report)
         }
         Err(failure) => {
             step.finish("FAILED");
@@ -244,20 +238,19 @@ async fn locked(
             let undo_step = Step::start("automatic rollback", options.quiet);
             let undone = plan.undo(&history, &undo_step).await;
             undo_step.finish(if undone.is_ok() { "done" } else { "FAILED" });
-            let reason = match &undone {
-                Ok(()) => failure.reason.clone(),
-                Err(e) => format!("{}; and the rollback failed too: {e:#}", failure.reason),
-            };
             let _ = crate::target::swarm::service::remove_unused_secrets(target).await;
-            history.fail(&id, &reason, &release::now());
-            history.trim(env.file.deploy.keep_releases);
+            let rollback_seconds = Some(failure.at.elapsed().as_secs_f64());
+            let logs = logs.filter(|l| !l.is_empty());
+            let report = run.failed(
+                &mut history,
+                &failure.reason,
+                &undone,
+                plan.moved,
+                rollback_seconds,
+                logs,
+            );
             target.write_history(&history).await?;
-            Ok(report(
-                &history,
-                false,
-                Some(failure.at.elapsed().as_secs_f64()),
-                logs.filter(|l| !l.is_empty()),
-            ))
+            Ok(report)
         }
     }
 }

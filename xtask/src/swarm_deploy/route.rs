@@ -59,17 +59,17 @@ pub async fn once(target: &SwarmTarget, ready_path: &str, timeout: Duration) -> 
             ready.push(task.id.clone());
         }
     }
-    let moved = target.route(&ready)?;
+    let (moved, slots) = target.route(&ready)?;
     let live: HashSet<String> = tasks
         .iter()
         .filter(|t| t.wanted())
         .map(|t| t.id.clone())
         .collect();
-    target.prune_sockets(&live);
+    target.prune_sockets(&live, &slots);
     Ok(Routed {
         skipped: None,
         service: Some(name),
         moved,
-        slots: target.routes(),
+        slots,
     })
 }

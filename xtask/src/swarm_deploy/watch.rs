@@ -122,12 +122,15 @@ impl<'a> Watch<'a> {
                 .copied()
                 .filter(|t| t.wanted() && self.probes.get(&t.id).is_some_and(|p| p.ready))
                 .collect();
-            if self.route {
+            let slots = if self.route {
                 let wanted = preference(&ready, &tasks, &self.release);
-                if let Err(e) = self.target.route(&wanted) {
-                    return Err(self.fail(format!("moving balancer slots: {e:#}"), None));
+                match self.target.route(&wanted) {
+                    Ok((_, slots)) => slots,
+                    Err(e) => return Err(self.fail(format!("moving balancer slots: {e:#}"), None)),
                 }
-            }
+            } else {
+                vec![]
+            };
             let others_left = tasks
                 .iter()
                 .any(|t| t.release != self.release && t.wanted());
@@ -137,8 +140,7 @@ impl<'a> Watch<'a> {
             );
             let routed = !self.route || {
                 let ids: HashSet<&str> = ready.iter().map(|t| t.id.as_str()).collect();
-                self.target
-                    .routes()
+                slots
                     .iter()
                     .all(|r| r.as_deref().is_some_and(|id| ids.contains(id)))
             };
@@ -158,7 +160,12 @@ impl<'a> Watch<'a> {
                     .filter(|t| t.wanted())
                     .map(|t| t.id.clone())
                     .collect();
-                self.target.prune_sockets(&live);
+                let slots = if self.route {
+                    slots
+                } else {
+                    self.target.routes()
+                };
+                self.target.prune_sockets(&live, &slots);
                 return Ok(ready.iter().map(|t| t.id.clone()).collect());
             }
             tokio::time::sleep(h.interval()).await;

@@ -41,6 +41,8 @@ pub struct SwarmTarget {
     /// The manager this runner talks to. Tasks are placed on it: the balancer
     /// reaches them through sockets on this host's filesystem.
     node_id: String,
+    /// Probe clients by task id (see `probe_socket`); pruned with the sockets.
+    probe_clients: std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>,
     /// The engine `engine start` recorded, whose registry credentials a deploy may need.
     engine_state: Option<engine::EngineState>,
 }
@@ -89,6 +91,7 @@ impl SwarmTarget {
             public_url: env.public_url(),
             engine_state: state,
             node_id,
+            probe_clients: Default::default(),
         })
     }
 

@@ -53,8 +53,8 @@ impl SwarmTarget {
             .collect()
     }
 
-    /// Moves the slots onto `wanted`; returns how many moved.
-    pub fn route(&self, wanted: &[String]) -> Result<usize> {
+    /// Moves the slots onto `wanted`; returns how many moved and each slot's task after.
+    pub fn route(&self, wanted: &[String]) -> Result<(usize, Vec<Option<String>>)> {
         let current = self.routes();
         let next = assign(&current, wanted);
         let mut moved = 0;
@@ -64,12 +64,17 @@ impl SwarmTarget {
                 moved += 1;
             }
         }
-        Ok(moved)
+        Ok((moved, next))
     }
 
-    /// Removes the sockets of tasks that are gone (the app leaves its socket file behind).
-    pub fn prune_sockets(&self, live: &HashSet<String>) {
-        let routed: HashSet<String> = self.routes().into_iter().flatten().collect();
+    /// Removes the sockets of tasks that are gone (the app leaves its socket
+    /// file behind), except those `slots` still point at.
+    pub fn prune_sockets(&self, live: &HashSet<String>, slots: &[Option<String>]) {
+        let routed: HashSet<&String> = slots.iter().flatten().collect();
+        self.probe_clients
+            .lock()
+            .expect("probe clients")
+            .retain(|id, _| live.contains(id) || routed.contains(id));
         let Ok(entries) = std::fs::read_dir(self.runtime_dir.join("sockets")) else {
             return;
         };

@@ -123,7 +123,21 @@ impl SwarmTarget {
                 error: Some(NO_SOCKET.into()),
             };
         }
-        match reqwest::Client::builder().unix_socket(socket).build() {
+        // One client per task socket, kept: building one loads TLS roots, and
+        // the gate probes every task every tick.
+        let client = {
+            let mut clients = self.probe_clients.lock().expect("probe clients");
+            match clients.get(task_id) {
+                Some(client) => Ok(client.clone()),
+                None => reqwest::Client::builder()
+                    .unix_socket(socket)
+                    .build()
+                    .inspect(|c| {
+                        clients.insert(task_id.to_owned(), c.clone());
+                    }),
+            }
+        };
+        match client {
             Ok(client) => health::probe(&client, &url, timeout).await,
             Err(e) => ProbeResult {
                 url,
