@@ -8,12 +8,13 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use crate::{
+    deploy::lock,
+    deploy::release::{self, History, Release},
     deploy::{DeployReport, Options, Source},
     environment::{Environment, Strategy},
-    health, lock,
+    gate as health,
     progress::Step,
-    release::{self, History, Release},
-    target::kubernetes::{blue_green, KubeTarget},
+    targets::kubernetes::{blue_green, KubeTarget},
 };
 use serde_json::Value;
 
@@ -47,7 +48,7 @@ async fn locked(
     target.write_history(&history).await?;
     let release = history.get(&id).expect("just recorded").clone();
     // Render before touching the cluster: a broken overlay fails the release without a change.
-    let objects = match crate::target::kubernetes::manifests::render(target, &release) {
+    let objects = match crate::targets::kubernetes::manifests::render(target, &release) {
         Ok(objects) => objects,
         Err(e) => {
             history.fail(&id, &format!("{e:#}"), &release::now());

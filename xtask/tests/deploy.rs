@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::deploy_env::{outcome_of, TestEnv};
 use xtask::load::Load;
-use xtask::target::Target;
+use xtask::targets::Target;
 
 /// One deploy test at a time (they share two cores), both releases built, and a fresh environment.
 async fn setup(
@@ -271,7 +271,7 @@ async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_p
 }
 
 async fn lock_is_free(env: &TestEnv) -> bool {
-    xtask::lock::LockStore::lock_read(&env.target().await)
+    xtask::deploy::lock::LockStore::lock_read(&env.target().await)
         .await
         .unwrap()
         .is_none()

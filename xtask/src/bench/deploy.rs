@@ -11,7 +11,7 @@ use crate::{
     engine, environment, image,
     load::Load,
     report,
-    target::{docker::DockerTarget, Target},
+    targets::{docker::DockerTarget, Target},
 };
 
 const REPLICAS: usize = 3;

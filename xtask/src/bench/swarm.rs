@@ -20,7 +20,7 @@ use crate::{
     environment::{BalancerConfig, Strategy},
     load::Load,
     swarm_deploy,
-    target::swarm::{service::update_state, SwarmTarget},
+    targets::swarm::{service::update_state, SwarmTarget},
 };
 
 const PEER: &str = "xtask-bench-peer";
@@ -172,7 +172,7 @@ async fn peer(docker: &Docker, docker_host: &str, v1: &str, v2: &str) -> Result<
     let sockets = dir.path().join("sockets");
     std::fs::create_dir_all(&sockets)?;
     if nix::unistd::geteuid().is_root() {
-        let uid = crate::target::docker::APP_UID;
+        let uid = crate::targets::docker::APP_UID;
         nix::unistd::chown(&sockets, Some(uid.into()), Some(uid.into()))?;
     }
     let policy = [

@@ -91,7 +91,7 @@ impl Environment {
             }
         }
         for name in f.app.env.keys().chain(f.app.secrets.keys()) {
-            if crate::release::PLATFORM_ENV.contains(&name.as_str()) {
+            if crate::deploy::release::PLATFORM_ENV.contains(&name.as_str()) {
                 bail!(self.field_error(
                     &format!("app.env.{name}"),
                     "…",

@@ -13,12 +13,12 @@ use std::{collections::BTreeMap, time::Instant};
 use anyhow::Result;
 
 use crate::{
+    deploy::lock,
+    deploy::release::{History, Release},
     deploy::{DeployReport, Options, Source},
     environment::{Environment, Strategy},
-    lock,
     progress::Step,
-    release::{History, Release},
-    target::swarm::{
+    targets::swarm::{
         service::{release_of, replicas_of},
         SwarmTarget, COLOURS,
     },
@@ -223,7 +223,7 @@ async fn locked(
                     }
                 }
             }
-            let _ = crate::target::swarm::service::remove_unused_secrets(target).await;
+            let _ = crate::targets::swarm::service::remove_unused_secrets(target).await;
             let report = run.succeeded(&mut history, plan.moved);
             target.write_history(&history).await?;
             Ok(report)
@@ -238,7 +238,7 @@ async fn locked(
             let undo_step = Step::start("automatic rollback", options.quiet);
             let undone = plan.undo(&history, &undo_step).await;
             undo_step.finish(if undone.is_ok() { "done" } else { "FAILED" });
-            let _ = crate::target::swarm::service::remove_unused_secrets(target).await;
+            let _ = crate::targets::swarm::service::remove_unused_secrets(target).await;
             let rollback_seconds = Some(failure.at.elapsed().as_secs_f64());
             let logs = logs.filter(|l| !l.is_empty());
             let report = run.failed(
@@ -307,7 +307,7 @@ impl Plan<'_> {
         }
         self.moved = Some(started.elapsed().as_secs_f64());
         let client = target.public_client().map_err(text)?;
-        crate::health::verify_public(&client, &target.public_url(), health, step)
+        crate::gate::verify_public(&client, &target.public_url(), health, step)
             .await
             .map_err(|reason| Failure {
                 reason,

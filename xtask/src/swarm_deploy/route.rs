@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::live_colour;
 use crate::{
-    lock::LockStore,
-    target::swarm::{service::replicas_of, SwarmTarget},
+    deploy::lock::LockStore,
+    targets::swarm::{service::replicas_of, SwarmTarget},
 };
 
 #[derive(Debug, Serialize)]

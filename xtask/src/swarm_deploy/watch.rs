@@ -14,7 +14,7 @@ use bollard::models::ServiceUpdateStatusStateEnum as UpdateState;
 use crate::{
     environment::HealthConfig,
     progress::Step,
-    target::swarm::{
+    targets::swarm::{
         service::{release_of, update_state},
         tasks::{TaskView, NO_SOCKET},
         SwarmTarget,

@@ -26,7 +26,7 @@ async fn the_context_flag_overrides_target_context() {
 
 #[tokio::test]
 async fn status_history_and_lock_commands_dispatch_to_the_cluster() {
-    use xtask::commands::{
+    use xtask::cli::{
         lifecycle::{lock_command, LockAction},
         observe::status,
         releases::{history_command, EnvArg, EnvJsonArgs},

@@ -63,7 +63,7 @@ async fn an_expired_lease_is_taken_over_and_only_that_lease_is_deleted() {
     );
     assert_eq!(
         made[3].body["spec"]["holderIdentity"],
-        xtask::release::deployer()
+        xtask::deploy::release::deployer()
     );
 }
 

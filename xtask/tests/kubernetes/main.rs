@@ -22,12 +22,12 @@ use std::{
 use fake_kube::{lines, FakeKube, Rollout};
 use serde_json::json;
 use xtask::{
+    deploy::lock::LockInfo,
+    deploy::release::{History, Outcome},
     deploy::{DeployReport, Options, Source},
     environment::{self, Environment},
     kube_deploy,
-    lock::LockInfo,
-    release::{History, Outcome},
-    target::kubernetes::{manifests, KubeTarget},
+    targets::kubernetes::{manifests, KubeTarget},
 };
 
 const NS: &str = "/api/v1/namespaces/app-staging";

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::Output};
 
 use xtask::{
     environment,
-    target::{docker::DockerTarget, swarm::SwarmTarget},
+    targets::{docker::DockerTarget, swarm::SwarmTarget},
 };
 
 pub struct TestEnv {

@@ -213,8 +213,8 @@ async fn a_task_swarm_replaces_between_deploys_gets_its_slot_back_from_route() {
     assert!(healthy, "{health}");
 
     // While a deploy holds the lock, route stands aside.
-    let lock = xtask::lock::LockInfo::mine("test", Duration::from_secs(600));
-    assert!(xtask::lock::LockStore::lock_create(&target, &lock)
+    let lock = xtask::deploy::lock::LockInfo::mine("test", Duration::from_secs(600));
+    assert!(xtask::deploy::lock::LockStore::lock_create(&target, &lock)
         .await
         .unwrap());
     let (ok, routed, _) = env.xtask_json(&["route"]);
@@ -222,11 +222,11 @@ async fn a_task_swarm_replaces_between_deploys_gets_its_slot_back_from_route() {
         ok && routed["skipped"].as_str().unwrap().starts_with("locked by"),
         "{routed}"
     );
-    let (token, _) = xtask::lock::LockStore::lock_read(&target)
+    let (token, _) = xtask::deploy::lock::LockStore::lock_read(&target)
         .await
         .unwrap()
         .unwrap();
-    xtask::lock::LockStore::lock_remove(&target, &token)
+    xtask::deploy::lock::LockStore::lock_remove(&target, &token)
         .await
         .unwrap();
 }

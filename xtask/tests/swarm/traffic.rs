@@ -73,7 +73,7 @@ async fn rolling_and_blue_green_deploys_of_3_replicas_under_keep_alive_load_fail
         .unwrap()
         .unwrap();
     assert_eq!(
-        xtask::target::swarm::service::update_state(&blue).0,
+        xtask::targets::swarm::service::update_state(&blue).0,
         Some(bollard::models::ServiceUpdateStatusStateEnum::COMPLETED),
         "swarm did the update"
     );
@@ -92,7 +92,7 @@ async fn rolling_and_blue_green_deploys_of_3_replicas_under_keep_alive_load_fail
     assert_eq!(
         (
             release_of(&blue).as_deref(),
-            xtask::target::swarm::service::replicas_of(&blue)
+            xtask::targets::swarm::service::replicas_of(&blue)
         ),
         (Some("r2"), 0)
     );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::release;
+use super::release;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LockInfo {
@@ -131,7 +131,10 @@ pub async fn while_held<T>(
 /// Whether an earlier run died without cleaning up: its lock is stale (the
 /// holder is gone or past its time-to-live), or no lock is held while a
 /// release is still recorded in progress.
-pub async fn abandoned(store: &impl LockStore, history: &crate::release::History) -> Result<bool> {
+pub async fn abandoned(
+    store: &impl LockStore,
+    history: &crate::deploy::release::History,
+) -> Result<bool> {
     let current = store.lock_read().await?;
     let now = chrono::Utc::now().timestamp();
     let stale = current

@@ -5,7 +5,14 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::{ci, commands, engine, lint, report};
+pub mod image;
+pub mod lifecycle;
+pub mod observe;
+mod orchestrated;
+pub mod releases;
+mod swarm_observe;
+
+use crate::{ci, engine, lint, report};
 
 #[derive(Parser)]
 #[command(
@@ -26,30 +33,30 @@ pub enum Command {
     /// Everything CI runs: fmt, clippy, engine start, all tests, engine stop
     Ci,
     /// Build the app as a static binary in a FROM-scratch image [--scan] [--push]
-    Build(commands::BuildArgs),
+    Build(image::BuildArgs),
     /// Scan an image: RustSec advisories, image policy, trivy/grype when installed
-    Scan(commands::ScanArgs),
+    Scan(image::ScanArgs),
     /// Push an image to a registry and print its digest
-    Push(commands::PushArgs),
+    Push(image::PushArgs),
     /// Deploy an image to an environment, health-gated, rolled back by itself on failure
-    Deploy(commands::releases::DeployArgs),
+    Deploy(releases::DeployArgs),
     /// Return to the previous good release (or --to one), health-gated
-    Rollback(commands::releases::RollbackArgs),
+    Rollback(releases::RollbackArgs),
     /// What is deployed now: release, instances and their health, lock
-    Status(commands::releases::EnvJsonArgs),
+    Status(releases::EnvJsonArgs),
     /// The releases kept in the target, with outcomes and reasons
-    History(commands::releases::EnvJsonArgs),
+    History(releases::EnvJsonArgs),
     /// Probe the public URL and every instance; exit 1 when anything is unhealthy
-    Health(commands::releases::EnvJsonArgs),
+    Health(releases::EnvJsonArgs),
     /// Swarm: point the balancer's slots at the live tasks that answer (once, or --watch)
-    Route(commands::lifecycle::RouteArgs),
+    Route(lifecycle::RouteArgs),
     /// Show or free an environment's deploy lock
     #[command(subcommand)]
-    Lock(commands::lifecycle::LockAction),
+    Lock(lifecycle::LockAction),
     /// The main job on the local default: engine, build, scan, deploy dev, print the URL
-    Up(commands::releases::EnvArg),
+    Up(releases::EnvArg),
     /// Stop an environment's instances and balancer (history is kept)
-    Down(commands::releases::EnvArg),
+    Down(releases::EnvArg),
     /// Benchmarks: image build and push, deploy and rollback, each against a baseline
     #[command(subcommand)]
     Bench(crate::bench::Bench),
@@ -89,18 +96,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Engine(args) => engine_command(args.action).await,
         Command::Ci => ci::run().await.map(|()| ExitCode::SUCCESS),
-        Command::Build(args) => commands::build(args).await,
-        Command::Scan(args) => commands::scan(args).await,
-        Command::Push(args) => commands::push(args).await,
-        Command::Deploy(args) => commands::releases::deploy_command(args).await,
-        Command::Rollback(args) => commands::releases::rollback_command(args).await,
-        Command::Status(args) => commands::observe::status(args).await,
-        Command::History(args) => commands::releases::history_command(args).await,
-        Command::Health(args) => commands::observe::health_command(args).await,
-        Command::Lock(action) => commands::lifecycle::lock_command(action).await,
-        Command::Route(args) => commands::lifecycle::route(args).await,
-        Command::Up(args) => commands::lifecycle::up(args).await,
-        Command::Down(args) => commands::lifecycle::down(args).await,
+        Command::Build(args) => image::build(args).await,
+        Command::Scan(args) => image::scan(args).await,
+        Command::Push(args) => image::push(args).await,
+        Command::Deploy(args) => releases::deploy_command(args).await,
+        Command::Rollback(args) => releases::rollback_command(args).await,
+        Command::Status(args) => observe::status(args).await,
+        Command::History(args) => releases::history_command(args).await,
+        Command::Health(args) => observe::health_command(args).await,
+        Command::Lock(action) => lifecycle::lock_command(action).await,
+        Command::Route(args) => lifecycle::route(args).await,
+        Command::Up(args) => lifecycle::up(args).await,
+        Command::Down(args) => lifecycle::down(args).await,
         Command::Bench(bench) => crate::bench::run(bench).await,
         Command::Lint { json } => lint::run(json),
     }

@@ -11,7 +11,7 @@ use kube::{
 };
 
 use super::{api_code, KubeTarget};
-use crate::release::History;
+use crate::deploy::release::History;
 
 const KEY: &str = "history.json";
 

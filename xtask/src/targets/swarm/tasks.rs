@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::SwarmTarget;
 use crate::{
-    health::{self, ProbeResult},
-    target::docker::labels,
+    gate::{self as health, ProbeResult},
+    targets::docker::labels,
 };
 
 /// A probe's error when the task has not created its socket (yet, or any more).
@@ -155,6 +155,6 @@ impl SwarmTarget {
             .stderr(true)
             .tail(&lines.to_string())
             .build();
-        crate::target::collect_logs(Box::pin(self.docker.task_logs(task_id, Some(options)))).await
+        crate::targets::collect_logs(Box::pin(self.docker.task_logs(task_id, Some(options)))).await
     }
 }

@@ -6,11 +6,10 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::{
+    deploy::lock::LockStore,
     environment::Environment,
-    health,
-    lock::LockStore,
-    report,
-    target::swarm::{
+    gate as health, report,
+    targets::swarm::{
         service::{release_of, replicas_of, update_state},
         SwarmTarget, COLOURS,
     },

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     environment::HealthConfig,
     progress::Step,
-    target::{Instance, InstanceState, Target},
+    targets::{Instance, InstanceState, Target},
 };
 
 #[derive(Debug, Clone, Serialize)]

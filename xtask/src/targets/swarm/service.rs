@@ -21,7 +21,7 @@ use bollard::{
 };
 
 use super::SwarmTarget;
-use crate::{release::Release, target::docker::labels};
+use crate::{deploy::release::Release, targets::docker::labels};
 
 const NS: f64 = 1e9;
 /// Inside the task; the host side is the target's sockets folder.
@@ -295,8 +295,8 @@ impl SwarmTarget {
             refs.push(TaskSpecContainerSpecSecrets {
                 file: Some(TaskSpecContainerSpecFile {
                     name: Some(name.clone()),
-                    uid: Some(crate::target::docker::APP_UID.to_string()),
-                    gid: Some(crate::target::docker::APP_UID.to_string()),
+                    uid: Some(crate::targets::docker::APP_UID.to_string()),
+                    gid: Some(crate::targets::docker::APP_UID.to_string()),
                     mode: Some(0o400),
                 }),
                 secret_id: Some(id),

@@ -7,11 +7,11 @@ use anyhow::Result;
 use futures_util::{future::join_all, stream::FuturesUnordered, StreamExt};
 
 use crate::{
+    deploy::release::Release,
     environment::HealthConfig,
-    health,
+    gate as health,
     progress::Step,
-    release::Release,
-    target::{Instance, InstanceState, Target},
+    targets::{Instance, InstanceState, Target},
 };
 
 /// What to run and how to judge it.

@@ -19,11 +19,11 @@ use bollard::Docker;
 
 use crate::{
     balancer::Balancer,
+    deploy::lock::{LockInfo, LockStore},
+    deploy::release::History,
     engine,
     environment::{Environment, SwarmConfig},
-    lock::{LockInfo, LockStore},
-    release::History,
-    target::docker::{runtime_root, APP_UID},
+    targets::docker::{runtime_root, APP_UID},
 };
 
 pub const COLOURS: [&str; 2] = ["blue", "green"];

@@ -10,7 +10,10 @@ use bollard::{
 };
 
 use super::labels;
-use crate::{image, lock::LockInfo, release::History};
+use crate::{
+    deploy::{lock::LockInfo, release::History},
+    image,
+};
 
 const STATE_IMAGE: &str = "xtask-state:1";
 

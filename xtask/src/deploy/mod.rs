@@ -7,13 +7,15 @@ use std::{collections::BTreeMap, time::Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+pub mod lock;
+pub mod release;
+
+use self::release::{History, Release};
 use crate::{
     environment::{self, Environment, Strategy},
-    lock,
     progress::Step,
-    release::{self, History, Release},
     strategy::{self, Plan},
-    target::Target,
+    targets::Target,
 };
 
 /// What to deploy: a new image, or an earlier release restored.
@@ -139,7 +141,7 @@ async fn locked(
             }?;
             traffic_moved = Some(started.elapsed().as_secs_f64());
             let client = target.public_client().map_err(|e| strategy::Failure { reason: format!("{e:#}"), instance: None, first_failure: Some(Instant::now()) })?;
-            crate::health::verify_public(&client, &target.public_url(), plan.health, &step)
+            crate::gate::verify_public(&client, &target.public_url(), plan.health, &step)
                 .await
                 .map_err(|reason| strategy::Failure { reason, instance: None, first_failure: Some(Instant::now()) })?;
             strategy::retire(target, switched.retire, &step).await;

@@ -10,7 +10,10 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use bollard::{models::ConfigSpec, query_parameters::ListConfigsOptionsBuilder, Docker};
 
-use crate::{lock::LockInfo, release::History, target::docker::labels};
+use crate::{
+    deploy::{lock::LockInfo, release::History},
+    targets::docker::labels,
+};
 
 async fn list(
     docker: &Docker,

@@ -5,10 +5,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::{
+    deploy::release,
     deploy::{self, DeployReport, Source},
     environment::{self, Environment, Strategy, TargetKind},
-    image, kube_deploy, release, report, swarm_deploy,
-    target::{docker::DockerTarget, kubernetes::KubeTarget, swarm::SwarmTarget, Target},
+    image, kube_deploy, report, swarm_deploy,
+    targets::{docker::DockerTarget, kubernetes::KubeTarget, swarm::SwarmTarget, Target},
 };
 
 #[derive(Args, Clone)]

@@ -90,7 +90,7 @@ pub(super) async fn deploy_kube(
         planned.env = env.file.app.env.clone();
         planned.env.extend(overrides);
         planned.replicas = env.file.deploy.replicas;
-        let objects = crate::target::kubernetes::manifests::render(&target, &planned)?;
+        let objects = crate::targets::kubernetes::manifests::render(&target, &planned)?;
         report::print_json(&objects);
         return Ok(ExitCode::SUCCESS);
     }

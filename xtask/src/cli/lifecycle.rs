@@ -8,10 +8,11 @@ use super::releases::{
     EnvArg, EnvJsonArgs,
 };
 use crate::{
+    deploy::lock,
     deploy::{self, Source},
     engine,
     environment::Environment,
-    lock, report,
+    report,
 };
 
 #[derive(clap::Subcommand)]

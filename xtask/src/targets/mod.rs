@@ -12,8 +12,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
-    lock::LockStore,
-    release::{History, Release},
+    deploy::lock::LockStore,
+    deploy::release::{History, Release},
 };
 
 /// A log stream from the engine (a container's or a swarm task's), as text.

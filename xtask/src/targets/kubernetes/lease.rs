@@ -14,7 +14,7 @@ use kube::{
 };
 
 use super::{api_code, KubeTarget};
-use crate::lock::{LockInfo, LockStore};
+use crate::deploy::lock::{LockInfo, LockStore};
 
 /// The full LockInfo as JSON: host and pid are what the takeover rules need,
 /// and a Lease has no fields for them.

@@ -20,7 +20,7 @@ use kube::{
 use serde_json::Value;
 
 use super::KubeTarget;
-use crate::release::Release;
+use crate::deploy::release::Release;
 
 pub const RELEASE_LABEL: &str = "xtask.release";
 pub const VERSION_LABEL: &str = "app.kubernetes.io/version";

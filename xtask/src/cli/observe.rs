@@ -8,10 +8,10 @@ use super::releases::{
     connect, connect_kube, connect_swarm, is_kube, is_swarm, load_env, EnvJsonArgs,
 };
 use crate::{
-    deploy, environment, health,
-    lock::{self, LockStore},
-    report,
-    target::Target,
+    deploy,
+    deploy::lock::{self, LockStore},
+    environment, gate as health, report,
+    targets::Target,
 };
 
 /// A stale lock or an in-progress release with no live deployer means an
@@ -128,7 +128,7 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
 /// rollout as the controller reports it, and the lock. The cluster's own
 /// readiness probes gate the pods, so no probe is sent from here.
 async fn kube_status(
-    target: &crate::target::kubernetes::KubeTarget,
+    target: &crate::targets::kubernetes::KubeTarget,
     env: &environment::Environment,
     json_out: bool,
 ) -> Result<ExitCode> {
@@ -174,7 +174,7 @@ pub(super) fn print_status_header(
     env: &str,
     release: Option<String>,
     where_: &str,
-    lock: Option<&crate::lock::LockInfo>,
+    lock: Option<&crate::deploy::lock::LockInfo>,
     recovered: bool,
 ) {
     eprintln!(

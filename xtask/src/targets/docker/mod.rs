@@ -22,10 +22,10 @@ use bollard::{
 use super::{Instance, InstanceState, Target};
 use crate::{
     balancer::Balancer,
+    deploy::lock::{LockInfo, LockStore},
+    deploy::release::{History, Release},
     engine,
     environment::Environment,
-    lock::{LockInfo, LockStore},
-    release::{History, Release},
 };
 
 pub mod labels {
