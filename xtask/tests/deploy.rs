@@ -40,13 +40,12 @@ async fn load_against(env: &TestEnv) -> Load {
 /// Instances of the environment, as (release, routed) pairs.
 async fn instances(env: &TestEnv) -> Vec<(String, bool)> {
     let target = env.target().await;
-    let routes = target.routes().await.unwrap();
     target
         .instances()
         .await
         .unwrap()
         .into_iter()
-        .map(|i| (i.release.clone(), routes.contains(&Some(i.name))))
+        .map(|i| (i.release.clone(), i.traffic.is_some_and(|t| t > 0.0)))
         .collect()
 }
 

@@ -19,8 +19,8 @@ use crate::{
     engine,
     environment::{BalancerConfig, Strategy},
     load::Load,
-    swarm_deploy,
     targets::swarm::{service::update_state, SwarmTarget},
+    targets::Target,
 };
 
 const PEER: &str = "xtask-bench-peer";
@@ -89,7 +89,7 @@ async fn ours(v1: &str, v2: &str) -> Result<(Figure, Figure, Figure, Figure)> {
             command: "bench".into(),
         };
         let (target, env) = (&target, &env);
-        async move { swarm_deploy::run(target, env, source, &options).await }
+        async move { crate::deploy::run(target, env, source, &options).await }
     };
     let figures = async {
         let warm_up = deploy(v1, &[], Strategy::Rolling).await?;

@@ -3,16 +3,13 @@ use std::{collections::BTreeMap, process::ExitCode};
 
 use anyhow::{bail, Result};
 
-use super::releases::{
-    connect, connect_kube, connect_swarm, current_image, is_kube, is_swarm, load_env, print_report,
-    EnvArg, EnvJsonArgs,
-};
+use super::releases::{connect, current_image, load_env, print_report, EnvArg, EnvJsonArgs};
 use crate::{
-    deploy::lock,
-    deploy::{self, Source},
+    deploy::{self, lock, Source},
     engine,
     environment::Environment,
     report,
+    targets::{AnyTarget, Target},
 };
 
 #[derive(clap::Subcommand)]
@@ -29,14 +26,8 @@ pub async fn lock_command(action: LockAction) -> Result<ExitCode> {
         LockAction::Release(a) => (a, true),
     };
     let env = load_env(&args.env)?;
-    if is_kube(&env) {
-        let target = connect_kube(&env, &args.env).await?;
-        lock_action(&target, &env, &args, free).await
-    } else if is_swarm(&env) {
-        lock_action(&connect_swarm(&env).await?, &env, &args, free).await
-    } else {
-        lock_action(&connect(&env).await?, &env, &args, free).await
-    }
+    let target = connect(&env, &args.env).await?;
+    lock_action(&target, &env, &args, free).await
 }
 
 async fn lock_action(
@@ -83,33 +74,31 @@ pub struct RouteArgs {
     pub json: bool,
 }
 
-/// `route`: swarm only. Points the balancer's slots at the live tasks that
-/// answer, as swarm replaces them between deploys.
+/// `route`: traffic back onto the live instances that answer, where the
+/// orchestrator replaced some between deploys (swarm does; Docker restarts
+/// an instance in place and Kubernetes routes through its Service).
 pub async fn route(args: RouteArgs) -> Result<ExitCode> {
     let env = load_env(&args.env)?;
-    if !is_swarm(&env) {
-        bail!(
-            "{}: route is for swarm targets (target.kind = \"swarm\"); docker restarts an instance in place and Kubernetes routes through its Service",
-            env.path.display()
-        );
-    }
-    let target = connect_swarm(&env).await?;
-    let timeout = env.file.health.timeout();
+    let target = connect(&env, &args.env).await?;
     let interval = std::time::Duration::from_millis(args.interval_ms.max(100));
     // Registered once, so a signal that arrives mid-pass is not lost.
     let stop = crate::deploy::interrupted();
     tokio::pin!(stop);
     loop {
-        let routed =
-            crate::swarm_deploy::route::once(&target, &env.file.health.path, timeout).await?;
+        let Some(routed) = target.repair().await? else {
+            bail!(
+                "{}: route is for swarm targets (target.kind = \"swarm\"); docker restarts an instance in place and Kubernetes routes through its Service",
+                env.path.display()
+            );
+        };
         if args.json {
             report::print_json(&routed);
-        } else if let Some(why) = &routed.skipped {
+        } else if let Some(why) = routed["skipped"].as_str() {
             eprintln!("{}: slots left as they are: {why}", env.name);
-        } else if routed.moved > 0 || !args.watch {
+        } else if routed["moved"].as_u64() > Some(0) || !args.watch {
             eprintln!(
-                "{}: {} slot(s) moved; slots now on {:?}",
-                env.name, routed.moved, routed.slots
+                "{}: {} slot(s) moved; slots now on {}",
+                env.name, routed["moved"], routed["slots"]
             );
         }
         if !args.watch {
@@ -129,10 +118,16 @@ pub async fn route(args: RouteArgs) -> Result<ExitCode> {
 pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
     engine::start().await?;
     let env = load_env(&env_arg)?;
-    let target = connect(&env).await?;
-    let image = current_image(target.docker(), &env, false).await?;
+    let target = connect(&env, &env_arg).await?;
+    let image = current_image(&target, &env, false).await?;
+    let AnyTarget::Docker(docker_target) = &target else {
+        bail!(
+            "{}: `up` runs the main job on a local Docker target; use `deploy` for other kinds",
+            env.path.display()
+        );
+    };
     let scan = crate::scan::scan(
-        target.docker(),
+        docker_target.docker(),
         &image,
         &crate::scan::ScanOptions {
             advisory_db: None,
@@ -174,23 +169,10 @@ pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
 /// `down`: stops every instance and the balancer of an environment; history stays.
 pub async fn down(env_arg: EnvArg) -> Result<ExitCode> {
     let env = load_env(&env_arg)?;
-    if is_swarm(&env) {
-        let target = connect_swarm(&env).await?;
-        lock::while_held(&target, &env, "down", async |_| {
-            let step = crate::progress::Step::start(&format!("down {}", env.name), false);
-            let result = target.stop_all().await;
-            step.finish(if result.is_ok() { "done" } else { "FAILED" });
-            result
-        })
-        .await?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let target = connect(&env).await?;
+    let target = connect(&env, &env_arg).await?;
     lock::while_held(&target, &env, "down", async |_| {
         let step = crate::progress::Step::start(&format!("down {}", env.name), false);
-        let result = crate::strategy::converge(&target, None, &step)
-            .await
-            .and_then(|()| target.stop_balancer());
+        let result = target.stop_all().await;
         step.finish(if result.is_ok() { "done" } else { "FAILED" });
         result
     })

@@ -8,9 +8,7 @@ use serde_json::json;
 pub mod image;
 pub mod lifecycle;
 pub mod observe;
-mod orchestrated;
 pub mod releases;
-mod swarm_observe;
 
 use crate::{ci, engine, lint, report};
 

@@ -5,11 +5,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::{
-    deploy::release,
-    deploy::{self, DeployReport, Source},
+    deploy::{self, records::HistoryStore, release, DeployReport, Source},
     environment::{self, Environment, Strategy, TargetKind},
-    image, kube_deploy, report, swarm_deploy,
-    targets::{docker::DockerTarget, kubernetes::KubeTarget, swarm::SwarmTarget, Target},
+    image, report,
+    targets::{self, AnyTarget, Target},
 };
 
 #[derive(Args, Clone)]
@@ -66,39 +65,15 @@ pub struct EnvJsonArgs {
     pub json: bool,
 }
 
-/// The Docker target; a command that only knows Docker says so for other kinds.
-pub async fn connect(env: &Environment) -> Result<DockerTarget> {
-    if env.file.target.kind != TargetKind::Docker {
-        bail!(
-            "{}: target.kind is {:?}; this command supports docker targets only (deploy, rollback, status, history, health, lock and down support swarm; deploy, rollback, status, history and lock support kubernetes)",
-            env.path.display(),
-            env.file.target.kind
-        );
-    }
-    DockerTarget::connect(env).await
-}
-
-pub fn is_kube(env: &Environment) -> bool {
-    env.file.target.kind == TargetKind::Kubernetes
-}
-
-pub fn is_swarm(env: &Environment) -> bool {
-    env.file.target.kind == TargetKind::Swarm
-}
-
-pub async fn connect_swarm(env: &Environment) -> Result<SwarmTarget> {
-    SwarmTarget::connect(env).await
-}
-
-/// The Kubernetes target, with `--context` over target.context.
-pub async fn connect_kube(env: &Environment, arg: &EnvArg) -> Result<KubeTarget> {
-    KubeTarget::connect(env, arg.context.as_deref()).await
+/// The environment's target, whatever its kind; `--context` applies to Kubernetes.
+pub async fn connect(env: &Environment, arg: &EnvArg) -> Result<AnyTarget> {
+    targets::connect(env, arg.context.as_deref()).await
 }
 
 /// Loads the environment; `--context` on a docker one is a mistake worth naming.
 pub fn load_env(arg: &EnvArg) -> Result<Environment> {
     let env = environment::load(&arg.environment)?;
-    if arg.context.is_some() && !is_kube(&env) {
+    if arg.context.is_some() && env.file.target.kind() != TargetKind::Kubernetes {
         bail!(
             "--context: {} is not a kubernetes target (target.kind in {}); drop the flag",
             env.name,
@@ -122,9 +97,10 @@ fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// The image from this tree, built when the engine does not have it yet.
+/// The image from this tree, built into the target's engine when it does
+/// not have it yet. A cluster pulls it itself: CI built and pushed it.
 pub(super) async fn current_image(
-    docker: &bollard::Docker,
+    target: &AnyTarget,
     env: &Environment,
     quiet: bool,
 ) -> Result<String> {
@@ -133,6 +109,9 @@ pub(super) async fn current_image(
         env.file.image.repo,
         image::revision::current()?.tag()
     );
+    let Some(docker) = target.docker() else {
+        return Ok(reference);
+    };
     if docker.inspect_image(&reference).await.is_err() {
         eprintln!("{reference} is not built yet: building it");
         let request = image::BuildRequest {
@@ -149,26 +128,21 @@ pub(super) async fn current_image(
 pub async fn deploy_command(args: DeployArgs) -> Result<ExitCode> {
     let env = load_env(&args.env)?;
     let overrides = parse_vars(&args.vars)?;
-    if is_kube(&env) {
-        return super::orchestrated::deploy_kube(args, env, overrides).await;
-    }
-    if is_swarm(&env) {
-        return super::orchestrated::deploy_swarm(args, env, overrides).await;
-    }
-    let target = connect(&env).await?;
+    let target = connect(&env, &args.env).await?;
     let image = match args.image {
         Some(image) => image,
-        None => current_image(target.docker(), &env, args.json).await?,
+        None => current_image(&target, &env, args.json).await?,
     };
-    if args.dry_run {
-        return dry_run(&target, &env, &image, &overrides, args.strategy, args.json).await;
-    }
     let options = deploy::Options {
         strategy: args.strategy,
         quiet: args.json,
         command: "deploy".into(),
     };
-    let report = deploy::run(&target, &env, Source::Image { image, overrides }, &options).await?;
+    let source = Source::Image { image, overrides };
+    if args.dry_run {
+        return dry_run(&target, &env, source, &options, args.json).await;
+    }
+    let report = deploy::run(&target, &env, source, &options).await?;
     Ok(print_report(&report, args.json))
 }
 
@@ -179,84 +153,65 @@ pub async fn rollback_command(args: RollbackArgs) -> Result<ExitCode> {
         quiet: args.json,
         command: "rollback".into(),
     };
-    let source = Source::Restore { to: args.to };
-    let report = if is_kube(&env) {
-        let target = connect_kube(&env, &args.env).await?;
-        kube_deploy::run(&target, &env, source, &options).await?
-    } else if is_swarm(&env) {
-        let target = connect_swarm(&env).await?;
-        swarm_deploy::run(&target, &env, source, &options).await?
-    } else {
-        let target = connect(&env).await?;
-        deploy::run(&target, &env, source, &options).await?
-    };
+    let target = connect(&env, &args.env).await?;
+    let report = deploy::run(&target, &env, Source::Restore { to: args.to }, &options).await?;
     Ok(print_report(&report, args.json))
 }
 
+/// The release a deploy would record and what the target would apply for
+/// it; nothing changes. Values pass through `redact`.
 async fn dry_run(
-    target: &DockerTarget,
+    target: &AnyTarget,
     env: &Environment,
-    image: &str,
-    overrides: &BTreeMap<String, String>,
-    strategy: Option<Strategy>,
+    source: Source,
+    options: &deploy::Options,
     json: bool,
 ) -> Result<ExitCode> {
     let history = target.read_history().await?;
-    let strategy = strategy.unwrap_or(env.file.deploy.strategy);
+    let mut planned = deploy::draft_release(env, &history, source, options)?.redacted();
+    planned.id = history.begin_preview(&planned.image).id;
     let active = history
         .active()
         .map(|r| format!("{} ({})", r.id, r.image))
         .unwrap_or_else(|| "nothing".into());
-    let image_present = target.image_id(image).await?.is_some();
+    let applied = target.plan(&planned).await?;
     let plan = serde_json::json!({
         "environment": env.name,
         "file": env.path,
-        "image": image,
-        "image_present": image_present,
-        "strategy": strategy,
-        "replicas": env.file.deploy.replicas,
+        "release": planned,
         "replaces": active,
-        "env_overrides": overrides.iter().map(|(k, v)| (k.clone(), release::redact(k, v))).collect::<BTreeMap<_, _>>(),
-        "public_url": env.public_url(),
+        "public_url": target.public_url(),
         "health_gate": env.file.health,
+        "target": applied,
     });
     if json {
         report::print_json(&plan);
-    } else {
-        let mut table = report::Table::new(
-            &format!("plan for {} (dry run: nothing changed)", env.name),
-            &["", ""],
-        );
-        table.row(vec![
-            "image".into(),
-            format!(
-                "{image}{}",
-                if image_present {
-                    ""
-                } else {
-                    " (NOT in the target)"
-                }
-            ),
-        ]);
-        table.row(vec!["replaces".into(), active]);
-        table.row(vec![
-            "strategy".into(),
-            format!("{strategy:?} x{}", env.file.deploy.replicas),
-        ]);
-        table.row(vec![
-            "gate".into(),
-            format!(
-                "{} every {}ms, {} ok / {} failed, deadline {}s",
-                env.file.health.path,
-                env.file.health.interval_ms,
-                env.file.health.success_threshold,
-                env.file.health.failure_threshold,
-                env.file.health.deadline_seconds
-            ),
-        ]);
-        table.row(vec!["public url".into(), env.public_url()]);
-        table.emit();
+        return Ok(ExitCode::SUCCESS);
     }
+    let mut table = report::Table::new(
+        &format!("plan for {} (dry run: nothing changed)", env.name),
+        &["", ""],
+    );
+    table.row(vec!["release".into(), planned.id.clone()]);
+    table.row(vec!["image".into(), planned.image.clone()]);
+    table.row(vec!["replaces".into(), active]);
+    table.row(vec![
+        "strategy".into(),
+        format!(
+            "{:?} x{} (surge {})",
+            planned.strategy, planned.replicas, env.file.deploy.surge
+        ),
+    ]);
+    let h = &env.file.health;
+    table.row(vec![
+        "gate".into(),
+        format!(
+            "{} every {}ms, {} ok / {} failed, deadline {}s",
+            h.path, h.interval_ms, h.success_threshold, h.failure_threshold, h.deadline_seconds
+        ),
+    ]);
+    table.row(vec!["public url".into(), target.public_url()]);
+    table.emit();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -317,13 +272,7 @@ pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
 
 pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
     let env = load_env(&args.env)?;
-    let history = if is_kube(&env) {
-        connect_kube(&env, &args.env).await?.read_history().await?
-    } else if is_swarm(&env) {
-        connect_swarm(&env).await?.read_history().await?
-    } else {
-        connect(&env).await?.read_history().await?
-    };
+    let history = connect(&env, &args.env).await?.read_history().await?;
     if args.json {
         report::print_json(
             &history

@@ -18,6 +18,9 @@ pub struct LockInfo {
     pub since: i64,
     pub ttl_seconds: u64,
     pub command: String,
+    /// Unix seconds of the holder's last renewal, read from the store (never written in the lock itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed: Option<i64>,
 }
 
 impl LockInfo {
@@ -29,11 +32,14 @@ impl LockInfo {
             since: chrono::Utc::now().timestamp(),
             ttl_seconds: ttl.as_secs(),
             command: command.to_owned(),
+            renewed: None,
         }
     }
 
+    /// Past its time-to-live since it was taken or last renewed.
     pub fn expired(&self, now: i64) -> bool {
-        now > self.since + self.ttl_seconds as i64
+        let last = self.renewed.unwrap_or(self.since).max(self.since);
+        now > last.saturating_add(self.ttl_seconds.min(i64::MAX as u64) as i64)
     }
 
     /// Only provable on the holder's own host: a pid elsewhere means nothing here.
@@ -46,41 +52,59 @@ impl LockInfo {
         let since = chrono::DateTime::from_timestamp(self.since, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
+        let renewed = self
+            .renewed
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| format!(", renewed {}", t.to_rfc3339()))
+            .unwrap_or_default();
         format!(
-            "{} (pid {} on {}, `{}`, since {since}, expires after {}s)",
+            "{} (pid {} on {}, `{}`, since {since}{renewed}, expires {}s after its last renewal)",
             self.holder, self.pid, self.host, self.command, self.ttl_seconds
         )
     }
 }
 
-/// Where a target keeps its lock. `create` must be atomic: false when one exists.
+/// Where a target keeps its lock. `create` must be atomic: None when one
+/// exists, else the token that names exactly the lock it made.
 #[allow(async_fn_in_trait)]
 pub trait LockStore {
-    async fn lock_create(&self, info: &LockInfo) -> Result<bool>;
+    async fn lock_create(&self, info: &LockInfo) -> Result<Option<String>>;
     /// The current lock and an opaque token that names exactly that lock.
     async fn lock_read(&self) -> Result<Option<(String, LockInfo)>>;
     /// Removes the lock named by `token`, and no newer one.
     async fn lock_remove(&self, token: &str) -> Result<()>;
+    /// Marks the lock `token` names as alive at `at` (unix seconds); `Lost` when it is not the current lock.
+    async fn lock_renew(&self, token: &str, at: i64) -> Result<Renewal>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed,
+    Lost,
 }
 
 pub struct Held {
     pub info: LockInfo,
+    /// Names exactly this lock in the store.
+    pub token: String,
     /// Set when a stale lock was taken over: the previous holder may have left work half done.
     pub took_over: Option<LockInfo>,
 }
 
 pub async fn acquire(store: &impl LockStore, env: &str, info: LockInfo) -> Result<Held> {
-    if store.lock_create(&info).await? {
+    if let Some(token) = store.lock_create(&info).await? {
         return Ok(Held {
             info,
+            token,
             took_over: None,
         });
     }
     let Some((token, existing)) = store.lock_read().await? else {
         // Released between our create and read: try once more.
-        if store.lock_create(&info).await? {
+        if let Some(token) = store.lock_create(&info).await? {
             return Ok(Held {
                 info,
+                token,
                 took_over: None,
             });
         }
@@ -102,17 +126,22 @@ pub async fn acquire(store: &impl LockStore, env: &str, info: LockInfo) -> Resul
         existing.describe()
     );
     store.lock_remove(&token).await?;
-    if !store.lock_create(&info).await? {
+    let Some(token) = store.lock_create(&info).await? else {
         bail!("environment {env}: another deploy took over the stale lock first; try again");
-    }
+    };
     Ok(Held {
         info,
+        token,
         took_over: Some(existing),
     })
 }
 
-/// Runs `work` holding the environment's lock and releases it whatever
-/// `work` returned: `work`'s error is the headline, a failed release second.
+/// Runs `work` holding the environment's lock, renewed every third of its
+/// time-to-live while `work` runs, and releases it whatever `work` returned:
+/// `work`'s error is the headline, a failed release second. When a renewal
+/// finds the lock taken over (this process was stopped or stalled past its
+/// time-to-live), `work` is dropped where it stands, so it changes nothing
+/// more, and the error says so: the run that took the lock finishes the job.
 pub async fn while_held<T>(
     store: &impl LockStore,
     env: &crate::environment::Environment,
@@ -121,11 +150,38 @@ pub async fn while_held<T>(
 ) -> Result<T> {
     let ttl = Duration::from_secs(env.file.deploy.lock_ttl_seconds);
     let held = acquire(store, &env.name, LockInfo::mine(command, ttl)).await?;
-    let result = work(&held).await;
+    let every = Duration::from_secs((ttl.as_secs() / 3).max(1));
+    let result = tokio::select! {
+        biased;
+        lost = keep_renewed(store, &env.name, &held, every) => Err(lost),
+        result = work(&held) => result,
+    };
     let unlocked = release(store, &held).await;
     let value = result?;
     anyhow::Context::context(unlocked, "releasing the lock")?;
     Ok(value)
+}
+
+/// Renews until the lock turns out lost; returns why. A failed renewal is
+/// retried on the next tick: only a lock that is someone else's now is lost.
+async fn keep_renewed(
+    store: &impl LockStore,
+    env: &str,
+    held: &Held,
+    every: Duration,
+) -> anyhow::Error {
+    loop {
+        tokio::time::sleep(every).await;
+        match store.lock_renew(&held.token, chrono::Utc::now().timestamp()).await {
+            Ok(Renewal::Renewed) => {}
+            Ok(Renewal::Lost) => {
+                return anyhow::anyhow!(
+                    "lost the lock on {env}: another run took it over while this one was stopped or stalled past its time-to-live; this run stopped without changing anything more (see `cargo xtask status -e {env}`)"
+                )
+            }
+            Err(e) => eprintln!("warning: renewing the lock on {env}: {e:#}; trying again"),
+        }
+    }
 }
 
 /// Whether an earlier run died without cleaning up: its lock is stale (the
@@ -144,8 +200,8 @@ pub async fn abandoned(
 }
 
 pub async fn release(store: &impl LockStore, held: &Held) -> Result<()> {
-    if let Some((token, current)) = store.lock_read().await? {
-        if current == held.info {
+    if let Some((token, _)) = store.lock_read().await? {
+        if token == held.token {
             store.lock_remove(&token).await?;
         }
     }

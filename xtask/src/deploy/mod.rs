@@ -1,20 +1,23 @@
-//! deploy and rollback: lock, record, run the strategy, and when anything
-//! fails (a gate, the verification window, Ctrl-C) converge back to the
-//! active release, record the failure with its reason and unlock. A run that
-//! died without cleaning up (kill -9) is finished by the next one.
+//! The one deploy frame, for every target: take the lock (renewed while the
+//! run lives), record the release, run its strategy, verify, and when
+//! anything fails (a gate, the verification window, Ctrl-C, a lost
+//! connection) undo to the active release, close the record and report. A
+//! run that died without cleaning up (kill -9) is finished by the next one.
 use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 pub mod lock;
+pub mod records;
 pub mod release;
 
 use self::release::{History, Release};
 use crate::{
     environment::{self, Environment, Strategy},
+    gate::{Failure, Gate},
     progress::Step,
-    strategy::{self, Plan},
+    strategy,
     targets::Target,
 };
 
@@ -61,35 +64,53 @@ pub fn resolve_env(release: &Release) -> Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
-fn plan_for<'a>(release: &'a Release, env: &'a Environment) -> Result<Plan<'a>> {
-    Ok(Plan {
-        release,
-        env: resolve_env(release)?,
-        health: &env.file.health,
-        replicas: release.replicas,
-    })
-}
-
-/// Finishes what an earlier run left: an in-progress release is marked
-/// failed and the target converges to the active release. Needs the lock.
+/// Finishes what an earlier run left: its release is closed (activated
+/// when it had passed verification, failed otherwise) and the target
+/// converges to the active release. Needs the lock.
 pub async fn recover(
     target: &impl Target,
     env: &Environment,
     history: &mut History,
     quiet: bool,
 ) -> Result<bool> {
-    let interrupted = history.close_interrupted();
-    if interrupted.is_some() {
+    let closed = history.close_interrupted(&release::now());
+    if closed.is_some() {
         target.write_history(history).await?;
     }
     let step = Step::start("converge", quiet);
-    let active = history.active().cloned();
-    let plan = active.as_ref().map(|r| plan_for(r, env)).transpose()?;
-    strategy::converge(target, plan.as_ref(), &step).await?;
-    step.finish("done");
-    Ok(interrupted.is_some())
+    let gate = Gate {
+        health: &env.file.health,
+    };
+    let undone = target.undo(history.active(), &gate, &step).await;
+    step.finish(if undone.is_ok() { "done" } else { "FAILED" });
+    undone?;
+    Ok(closed.is_some())
 }
 
+/// What `status` runs: when an earlier run died (a stale lock, or a release
+/// in progress with no lock), finish its cleanup. Everything is read again
+/// under the lock: the run that looked dead may have finished in between,
+/// and a release it verified must not be undone.
+pub async fn recover_if_abandoned(
+    target: &impl Target,
+    env: &Environment,
+    quiet: bool,
+) -> Result<bool> {
+    if !lock::abandoned(target, &target.read_history().await?).await? {
+        return Ok(false);
+    }
+    lock::while_held(target, env, "status (recovery)", async |held| {
+        let mut history = target.read_history().await?;
+        if held.took_over.is_none() && history.in_progress().is_none() {
+            return Ok(false);
+        }
+        recover(target, env, &mut history, quiet).await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// deploy and rollback on any target: the one frame.
 pub async fn run(
     target: &impl Target,
     env: &Environment,
@@ -97,7 +118,20 @@ pub async fn run(
     options: &Options,
 ) -> Result<DeployReport> {
     lock::while_held(target, env, &options.command, async |held| {
-        locked(target, env, source, options, held.took_over.is_some()).await
+        let mut history = target.read_history().await?;
+        if held.took_over.is_some() || history.in_progress().is_some() {
+            eprintln!("finishing what an earlier, interrupted run left behind");
+            recover(target, env, &mut history, options.quiet).await?;
+        }
+        let mut release = draft_release(env, &history, source, options)?;
+        target.admit(&mut release).await?;
+        // Secrets resolve before anything is recorded: a missing one is a plain error, not a failed release.
+        resolve_env(&release)?;
+        let id = history.begin(release);
+        target.write_history(&history).await?;
+        let release = history.get(&id).expect("just recorded").clone();
+        let previous = history.active().cloned();
+        locked(target, env, history, release, previous, options).await
     })
     .await
 }
@@ -105,88 +139,117 @@ pub async fn run(
 async fn locked(
     target: &impl Target,
     env: &Environment,
-    source: Source,
+    mut history: History,
+    release: Release,
+    previous: Option<Release>,
     options: &Options,
-    took_over: bool,
 ) -> Result<DeployReport> {
-    let mut history = target.read_history().await?;
-    if took_over || history.in_progress().is_some() {
-        eprintln!("finishing what an earlier, interrupted run left behind");
-        recover(target, env, &mut history, options.quiet).await?;
-    }
-    let release = new_release(target, env, &history, source, options).await?;
-    // Secrets resolve before anything is recorded: a missing one is a plain error, not a failed release.
-    resolve_env(&release)?;
-    let id = history.begin(release);
-    target.write_history(&history).await?;
-    let release = history.get(&id).expect("just recorded").clone();
-    let plan = plan_for(&release, env)?;
+    let gate = Gate {
+        health: &env.file.health,
+    };
     let started = Instant::now();
+    let step = announce(&release, "", options.quiet);
+    let mut moved = None;
+    let strategy = strategy::Run {
+        target,
+        release: &release,
+        previous: previous.as_ref(),
+        gate: &gate,
+        deploy: &env.file.deploy,
+        step: &step,
+    };
+    // Ctrl-C or a CI cancel anywhere up to the verified record is a failure like any other.
+    let outcome: Result<(), Failure> = tokio::select! {
+        outcome = async {
+            strategy::run(&strategy).await?;
+            moved = Some(started.elapsed().as_secs_f64());
+            verify(target, env, &step).await?;
+            // Recorded before anything is retired: should the final write
+            // fail, the next run finishes this release instead of undoing it.
+            history.verified(&release.id, &release::now());
+            target.write_history(&history).await.map_err(Failure::from_error)
+        } => outcome,
+        signal = interrupted() => Err(Failure::new(format!("interrupted by {signal}"), None)),
+    };
     let run = Run {
         env,
         release: release.clone(),
         started,
         public_url: target.public_url(),
     };
-
-    let step = announce(&release, "", options.quiet);
-    let mut traffic_moved = None;
-    // Switch, then verify the public URL (blue-green's old set is still warm
-    // then), then retire what is out of traffic; Ctrl-C anywhere in it rolls back.
-    let outcome = tokio::select! {
-        outcome = async {
-            let switched = match release.strategy {
-                Strategy::Rolling => strategy::rolling(target, &plan, &step).await,
-                Strategy::BlueGreen => strategy::blue_green(target, &plan, &step).await,
-            }?;
-            traffic_moved = Some(started.elapsed().as_secs_f64());
-            let client = target.public_client().map_err(|e| strategy::Failure { reason: format!("{e:#}"), instance: None, first_failure: Some(Instant::now()) })?;
-            crate::gate::verify_public(&client, &target.public_url(), plan.health, &step)
-                .await
-                .map_err(|reason| strategy::Failure { reason, instance: None, first_failure: Some(Instant::now()) })?;
-            strategy::retire(target, switched.retire, &step).await;
-            Ok(())
-        } => outcome,
-        signal = interrupted() => Err(strategy::Failure { reason: format!("interrupted by {signal}"), instance: None, first_failure: Some(Instant::now()) }),
-    };
-    match outcome {
-        Ok(_) => {
+    let report = match outcome {
+        Ok(()) => {
             step.finish("done");
-            let report = run.succeeded(&mut history, traffic_moved);
-            target.write_history(&history).await?;
-            Ok(report)
+            if let Some(previous) = &previous {
+                if let Err(e) = target.retire(&previous.id, 0).await {
+                    eprintln!(
+                        "warning: retiring {}: {e:#}; `cargo xtask status` shows what still runs",
+                        previous.id
+                    );
+                }
+            }
+            run.succeeded(&mut history, moved)
         }
         Err(failure) => {
             step.finish("FAILED");
             let logs = match &failure.instance {
-                Some(instance) => Some(
-                    target
-                        .instance_logs(instance, 20)
-                        .await
-                        .unwrap_or_else(|e| format!("(no logs: {e:#})")),
-                ),
+                Some(instance) => {
+                    Some(target.logs(instance, 20).await).filter(|l| !l.trim().is_empty())
+                }
                 None => None,
             };
             eprintln!(
                 "{} failed: {}; rolling back to the previous release",
                 release.id, failure.reason
             );
-            let active = history.active().cloned();
-            let restore = active.as_ref().map(|r| plan_for(r, env)).transpose()?;
-            let converge_step = Step::start("automatic rollback", options.quiet);
-            let converged = strategy::converge(target, restore.as_ref(), &converge_step).await;
-            converge_step.finish(if converged.is_ok() { "done" } else { "FAILED" });
-            let rollback_seconds = failure.first_failure.map(|t| t.elapsed().as_secs_f64());
-            let report = run.failed(
+            let undo_step = Step::start("automatic rollback", options.quiet);
+            let undone = target.undo(previous.as_ref(), &gate, &undo_step).await;
+            undo_step.finish(if undone.is_ok() { "done" } else { "FAILED" });
+            let rollback_seconds = Some(failure.at.elapsed().as_secs_f64());
+            run.failed(
                 &mut history,
                 &failure.reason,
-                &converged,
-                None,
+                &undone,
+                moved,
                 rollback_seconds,
                 logs,
-            );
-            target.write_history(&history).await?;
-            Ok(report)
+            )
+        }
+    };
+    write_final(target, &history).await?;
+    Ok(report)
+}
+
+/// The verification window on the public URL, where the target has one.
+async fn verify(target: &impl Target, env: &Environment, step: &Step) -> Result<(), Failure> {
+    let url = target.public_url();
+    if url.is_empty() {
+        return Ok(());
+    }
+    let client = target.public_client().map_err(Failure::from_error)?;
+    crate::gate::verify_public(&client, &url, &env.file.health, step)
+        .await
+        .map(|_| ())
+        .map_err(|reason| Failure::new(reason, None))
+}
+
+/// The record that closes a run, tried three times: a passing engine hiccup
+/// must not leave a finished release looking interrupted.
+async fn write_final(target: &impl Target, history: &History) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match target.write_history(history).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 3 => {
+                eprintln!("warning: writing the release history: {e:#}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(300 * attempt)).await;
+            }
+            Err(e) => {
+                return Err(e.context(
+                    "the run finished but its record could not be written; the next command finishes it (a verified release stays, anything else is undone)",
+                ))
+            }
         }
     }
 }
@@ -287,6 +350,7 @@ pub fn draft_release(
         outcome: release::Outcome::InProgress,
         reason: None,
         restores: None,
+        verified_at: None,
     };
     match source {
         Source::Image { image, overrides } => {
@@ -325,26 +389,6 @@ pub fn draft_release(
             })
         }
     }
-}
-
-/// On a single host the image must already be in the engine: a rollback needs no registry.
-async fn new_release(
-    target: &impl Target,
-    env: &Environment,
-    history: &History,
-    source: Source,
-    options: &Options,
-) -> Result<Release> {
-    let mut release = draft_release(env, history, source, options)?;
-    match (target.image_id(&release.image).await?, &release.restores) {
-        (Some(id), _) => release.image_id = id,
-        (None, Some(restores)) => bail!(
-            "release {restores}: its image {} is no longer in the target; it cannot be restored without a registry",
-            release.image
-        ),
-        (None, None) => bail!("image {} is not in the target: build or pull it first", release.image),
-    }
-    Ok(release)
 }
 
 /// Ctrl-C in a terminal, or the SIGTERM a CI runner sends on cancel.

@@ -53,6 +53,10 @@ pub struct Release {
     pub reason: Option<String>,
     /// Set on releases made by `rollback`: the release whose image and env they restore.
     pub restores: Option<String>,
+    /// When it served all traffic and passed verification: a run that dies
+    /// after this point left a good release, which the next run activates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
 }
 
 impl Release {
@@ -136,6 +140,7 @@ impl History {
             outcome: Outcome::InProgress,
             reason: None,
             restores: None,
+            verified_at: None,
         }
     }
 
@@ -174,14 +179,34 @@ impl History {
         }
     }
 
-    /// Records a release a dead run left in progress as failed; returns its id.
-    pub fn close_interrupted(&mut self) -> Option<String> {
-        let id = self.in_progress()?.id.clone();
-        self.fail(
-            &id,
-            "interrupted: the deploy that started it stopped before finishing",
-            &now(),
-        );
+    /// The release passed verification with all traffic on it.
+    pub fn verified(&mut self, id: &str, now: &str) {
+        if let Some(r) = self.get_mut(id) {
+            r.verified_at = Some(now.to_owned());
+        }
+    }
+
+    /// Closes the release a dead run left in progress: activated when it had
+    /// passed verification (only its last record was missing), failed
+    /// otherwise. Returns its id.
+    pub fn close_interrupted(&mut self, now: &str) -> Option<String> {
+        let release = self.in_progress()?;
+        let id = release.id.clone();
+        if release.verified_at.is_some() {
+            self.activate(&id, now);
+            if let Some(r) = self.get_mut(&id) {
+                r.reason = Some(
+                    "verified by a run that stopped before recording it; activated by the next one"
+                        .into(),
+                );
+            }
+        } else {
+            self.fail(
+                &id,
+                "interrupted: the deploy that started it stopped before finishing",
+                now,
+            );
+        }
         Some(id)
     }
 
@@ -193,18 +218,37 @@ impl History {
         }
     }
 
-    /// Keeps the newest `keep` releases, and the active one whatever its age.
+    /// Keeps `keep` releases that can serve (the active one and the newest
+    /// rollback targets), and failed or unfinished ones only among the
+    /// newest `keep` records: failures never push out a release that
+    /// `rollback` could still use.
     pub fn trim(&mut self, keep: usize) {
+        let servable = |r: &Release| {
+            matches!(
+                r.outcome,
+                Outcome::Active | Outcome::Superseded | Outcome::RolledBack
+            )
+        };
+        let good: Vec<String> = self
+            .releases
+            .iter()
+            .rev()
+            .filter(|r| servable(r))
+            .take(keep)
+            .map(|r| r.id.clone())
+            .collect();
+        let newest: Vec<String> = self
+            .releases
+            .iter()
+            .rev()
+            .take(keep)
+            .map(|r| r.id.clone())
+            .collect();
         let active = self.active().map(|r| r.id.clone());
-        let excess = self.releases.len().saturating_sub(keep);
-        let mut dropped = 0;
         self.releases.retain(|r| {
-            if dropped < excess && Some(&r.id) != active.as_ref() {
-                dropped += 1;
-                false
-            } else {
-                true
-            }
+            Some(&r.id) == active.as_ref()
+                || good.contains(&r.id)
+                || (!servable(r) && newest.contains(&r.id))
         });
     }
 }
@@ -276,6 +320,7 @@ mod tests {
             outcome: Outcome::InProgress,
             reason: None,
             restores: None,
+            verified_at: None,
         }
     }
 
@@ -307,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn trimming_keeps_the_newest_and_the_active() {
+    fn trimming_keeps_the_active_and_the_newest_failures() {
         let mut h = History::default();
         let first = h.begin(release("a:1"));
         h.activate(&first, "t");
@@ -317,7 +362,45 @@ mod tests {
         }
         h.trim(3);
         let ids: Vec<&str> = h.releases.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["r1", "r6", "r7"]);
+        assert_eq!(ids, ["r1", "r5", "r6", "r7"]);
+    }
+
+    #[test]
+    fn failed_releases_never_push_out_a_rollback_target() {
+        let mut h = History::default();
+        for _ in 0..2 {
+            let id = h.begin(release("a:good"));
+            h.activate(&id, "t");
+        }
+        for _ in 0..5 {
+            let id = h.begin(release("a:bad"));
+            h.fail(&id, "bad", "t");
+        }
+        h.trim(3);
+        assert_eq!(h.active().unwrap().id, "r2");
+        assert_eq!(
+            h.previous_good().map(|r| r.id.as_str()),
+            Some("r1"),
+            "r1 is still there to roll back to"
+        );
+        let ids: Vec<&str> = h.releases.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2", "r5", "r6", "r7"]);
+    }
+
+    #[test]
+    fn an_interrupted_release_is_activated_only_when_it_was_verified() {
+        let mut h = History::default();
+        let r1 = h.begin(release("a:1"));
+        h.activate(&r1, "t");
+        let r2 = h.begin(release("a:2"));
+        h.verified(&r2, "t");
+        assert_eq!(h.close_interrupted("t2").as_deref(), Some("r2"));
+        assert_eq!(h.active().unwrap().id, "r2");
+        assert_eq!(h.get("r1").unwrap().outcome, Outcome::Superseded);
+        let r3 = h.begin(release("a:3"));
+        h.close_interrupted("t3");
+        assert_eq!(h.get(&r3).unwrap().outcome, Outcome::Failed);
+        assert_eq!(h.active().unwrap().id, "r2");
     }
 
     #[test]

@@ -27,24 +27,50 @@ pub enum Strategy {
     BlueGreen,
 }
 
+/// `[target]`, tagged by `kind`: one struct per kind, so a field of another
+/// kind is an unknown field, named as such.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetConfig {
+    Docker(EngineTargetConfig),
+    Swarm(EngineTargetConfig),
+    Kubernetes(KubeTargetConfig),
+}
+
+impl TargetConfig {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            TargetConfig::Docker(_) => TargetKind::Docker,
+            TargetConfig::Swarm(_) => TargetKind::Swarm,
+            TargetConfig::Kubernetes(_) => TargetKind::Kubernetes,
+        }
+    }
+}
+
+/// Docker and swarm: the engine (a manager, for swarm) the deploy talks to.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    pub kind: TargetKind,
+pub struct EngineTargetConfig {
     /// Docker engine address; default: the engine `cargo xtask engine start` recorded, or DOCKER_HOST.
     pub host: Option<String>,
-    /// Kubernetes: the kustomize directory rendered and applied, relative to the workspace root.
+}
+
+/// Kubernetes: checked by `Environment::kube`, which names a missing field with an example.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeTargetConfig {
+    /// The kustomize directory rendered and applied, relative to the workspace root.
     pub overlay: Option<PathBuf>,
-    /// Kubernetes: where the Deployment, the lock Lease and the history ConfigMap live.
+    /// Where the Deployment, the lock Lease and the history ConfigMap live.
     pub namespace: Option<String>,
-    /// Kubernetes: the kubeconfig context (default: the current one, or in-cluster); `--context` overrides it.
+    /// The kubeconfig context (default: the current one, or in-cluster); `--context` overrides it.
     pub context: Option<String>,
-    /// Kubernetes: the Deployment (from the overlay) whose image each release sets.
+    /// The Deployment (from the overlay) whose image each release sets.
     pub deployment: Option<String>,
-    /// Kubernetes: the Service in front of the Deployment.
+    /// The Service in front of the Deployment.
     pub service: Option<String>,
-    /// Kubernetes: a URL that reaches the Service from the deploying machine; when set, it is
-    /// probed after the rollout (the HTTP gate), and a failure rolls the release back.
+    /// A URL that reaches the Service from the deploying machine; when set, it is
+    /// verified after the rollout, and a failure rolls the release back.
     pub public_url: Option<String>,
 }
 
@@ -74,6 +100,14 @@ pub struct DeployConfig {
     pub keep_releases: usize,
     #[serde(default = "default_lock_ttl")]
     pub lock_ttl_seconds: u64,
+    /// Rolling: how many new instances start (and are gated) at once, beside
+    /// the ones serving. More is faster and needs more spare capacity.
+    #[serde(default = "default_surge")]
+    pub surge: usize,
+}
+
+fn default_surge() -> usize {
+    1
 }
 
 fn default_keep() -> usize {
@@ -234,11 +268,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Environment> {
         .unwrap_or_default()
         .to_owned();
     if name.is_empty()
+        || name.contains("--")
         || !name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        bail!("{}: the environment name `{name}` (the file name) must be lowercase letters, digits and -", path.display());
+        bail!("{}: the environment name `{name}` (the file name) must be lowercase letters, digits and single dashes", path.display());
     }
     let file: EnvironmentFile = toml::from_str(text)
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;

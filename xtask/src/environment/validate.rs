@@ -11,14 +11,14 @@ impl Environment {
 
     pub(super) fn validate(&self) -> Result<()> {
         let f = &self.file;
-        match f.target.kind {
-            TargetKind::Docker => self.validate_docker()?,
-            TargetKind::Kubernetes => {
+        match f.target {
+            TargetConfig::Docker(_) => self.validate_docker()?,
+            TargetConfig::Kubernetes(_) => {
                 self.kube()?;
             }
-            TargetKind::Swarm => self.validate_swarm()?,
+            TargetConfig::Swarm(_) => self.validate_swarm()?,
         }
-        if f.swarm.is_some() && f.target.kind != TargetKind::Swarm {
+        if f.swarm.is_some() && f.target.kind() != TargetKind::Swarm {
             bail!(
                 "{}: [swarm] is for kind = \"swarm\"; remove it",
                 self.path.display()
@@ -38,11 +38,18 @@ impl Environment {
                 "must be at least 2, or there is nothing to roll back to"
             ));
         }
-        if f.deploy.lock_ttl_seconds < 60 {
+        if f.deploy.surge == 0 {
+            bail!(self.field_error(
+                "deploy.surge",
+                0,
+                "must be at least 1 (new instances started at once during a rolling deploy)"
+            ));
+        }
+        if f.deploy.lock_ttl_seconds < 60 || f.deploy.lock_ttl_seconds > 86_400 {
             bail!(self.field_error(
                 "deploy.lock_ttl_seconds",
                 f.deploy.lock_ttl_seconds,
-                "must be at least 60"
+                "must be between 60 and 86400 (a day)"
             ));
         }
         let h = &f.health;
@@ -73,6 +80,13 @@ impl Environment {
             if !(0.0..=600.0).contains(&v) {
                 bail!(self.field_error(field, v, "must be between 0 and 600"));
             }
+        }
+        if self.app_name().contains("--") {
+            bail!(self.field_error(
+                "image.repo",
+                &f.image.repo,
+                "its last part must not contain `--`: it separates app and environment in container and record names"
+            ));
         }
         if !crate::image::is_valid_repo(&f.image.repo) {
             bail!(self.field_error(
@@ -143,24 +157,11 @@ impl Environment {
     }
 
     fn validate_docker(&self) -> Result<()> {
-        let t = &self.file.target;
-        for (field, set) in [
-            ("target.overlay", t.overlay.is_some()),
-            ("target.namespace", t.namespace.is_some()),
-            ("target.context", t.context.is_some()),
-            ("target.deployment", t.deployment.is_some()),
-            ("target.service", t.service.is_some()),
-            ("target.public_url", t.public_url.is_some()),
-        ] {
-            if set {
-                bail!(self.field_error(field, "…", "is for kind = \"kubernetes\"; remove it"));
-            }
-        }
         let Some(b) = &self.file.balancer else {
             bail!(
                 "{}: [balancer] is missing: a {} target needs https_port and http_port",
                 self.path.display(),
-                format!("{:?}", self.file.target.kind).to_lowercase()
+                format!("{:?}", self.file.target.kind()).to_lowercase()
             );
         };
         if b.https_port == 0 || b.http_port == 0 || b.https_port == b.http_port {
@@ -178,20 +179,19 @@ impl Environment {
 
     /// The Kubernetes settings, each required one present and well-formed.
     pub fn kube(&self) -> Result<KubeSettings> {
-        let t = &self.file.target;
+        let TargetConfig::Kubernetes(t) = &self.file.target else {
+            bail!(
+                "{}: target.kind is {:?}, not kubernetes",
+                self.path.display(),
+                self.file.target.kind()
+            );
+        };
         let missing = |field: &str, example: &str| {
             anyhow::anyhow!(
                 "{}: target.{field} is missing: a kubernetes target needs it (e.g. {field} = {example})",
                 self.path.display()
             )
         };
-        if t.host.is_some() {
-            bail!(self.field_error(
-                "target.host",
-                "…",
-                "is for kind = \"docker\" or \"swarm\"; remove it"
-            ));
-        }
         if self.file.balancer.is_some() {
             bail!(
                 "{}: [balancer] is for kind = \"docker\"; a kubernetes target is reached through its Service (set target.public_url for the HTTP gate)",
@@ -264,12 +264,27 @@ impl Environment {
         })
     }
 
+    /// Docker and swarm: the engine address, when the file names one.
+    pub fn engine_host(&self) -> Option<&str> {
+        match &self.file.target {
+            TargetConfig::Docker(e) | TargetConfig::Swarm(e) => e.host.as_deref(),
+            TargetConfig::Kubernetes(_) => None,
+        }
+    }
+
     /// Docker targets only (`validate` made sure the section is there).
     pub fn balancer(&self) -> &BalancerConfig {
         self.file
             .balancer
             .as_ref()
             .expect("validated: docker targets have [balancer]")
+    }
+
+    /// `<app>--<env>`: names every container, service and record of the
+    /// environment. Neither part may hold `--` (validated), so two
+    /// environments never share a scope (`a-b` + `c` and `a` + `b-c` did, with one dash).
+    pub fn scope(&self) -> String {
+        format!("{}--{}", self.app_name(), self.name)
     }
 
     /// The last part of image.repo: names the app's containers, services and records.
@@ -286,7 +301,10 @@ impl Environment {
     pub fn public_url(&self) -> String {
         match &self.file.balancer {
             Some(b) => format!("https://127.0.0.1:{}", b.https_port),
-            None => self.file.target.public_url.clone().unwrap_or_default(),
+            None => match &self.file.target {
+                TargetConfig::Kubernetes(k) => k.public_url.clone().unwrap_or_default(),
+                _ => String::new(),
+            },
         }
     }
 }

@@ -1,191 +1,197 @@
-//! Probes and the health gate. A failed probe is data (a `ProbeResult`),
-//! not an error: the gate decides from counts, container state and time.
-use std::time::{Duration, Instant};
+//! The one gate: a release's instances are observed until enough of them
+//! passed (`success_threshold` good probes in a row, or the orchestrator's
+//! own readiness) or one failed (`failure_threshold` bad probes in a row
+//! after the initial delay, an exit, a restart, the deadline, or the
+//! orchestrator giving up). The conditions are pure functions of what was
+//! observed (`Tally`); the loop that observes is the caller's clock.
+mod probe;
+mod verify;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
+pub use probe::{probe, ProbeResult};
+pub use verify::verify_public;
+
 use crate::{
+    deploy::release::Release,
     environment::HealthConfig,
     progress::Step,
-    targets::{Instance, InstanceState, Target},
+    targets::{Check, InstanceState, Seen, Target},
 };
 
+/// Why a release failed, with its evidence: the one failure type of a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct ProbeResult {
-    pub url: String,
-    pub status: Option<u16>,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-}
-
-impl ProbeResult {
-    pub fn ok(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
-    }
-
-    pub fn describe(&self) -> String {
-        match (self.status, &self.error) {
-            (Some(s), _) => format!("HTTP {s}"),
-            (None, Some(e)) => e.clone(),
-            (None, None) => "no answer".into(),
-        }
-    }
-}
-
-pub async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> ProbeResult {
-    let started = Instant::now();
-    let result = client.get(url).timeout(timeout).send().await;
-    let latency_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
-    match result {
-        Ok(response) => ProbeResult {
-            url: url.to_owned(),
-            status: Some(response.status().as_u16()),
-            latency_ms,
-            error: None,
-        },
-        Err(e) => {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection refused"
-            } else {
-                "request failed"
-            };
-            ProbeResult {
-                url: url.to_owned(),
-                status: None,
-                latency_ms,
-                error: Some(kind.to_owned()),
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GateReport {
-    pub passed: bool,
-    pub probes: u32,
-    pub failures: u32,
-    pub seconds: f64,
-    /// Why it failed, in words for the release record.
-    pub reason: Option<String>,
-    /// When the first failed probe (or the exit) was seen, for the rollback-time measurement.
+pub struct Failure {
+    pub reason: String,
+    /// The instance whose logs explain it.
+    pub instance: Option<String>,
+    /// The first failed evidence: the rollback clock starts here.
     #[serde(skip)]
-    pub first_failure: Option<Instant>,
+    pub at: Instant,
 }
 
-/// Probes one new instance directly until it passes (`success_threshold`
-/// consecutive 2xx) or fails: `failure_threshold` consecutive failures after
-/// the initial delay, the container exiting or restarting, or the deadline.
-pub async fn gate(
-    target: &impl Target,
-    instance: &Instance,
-    config: &HealthConfig,
-    step: &Step,
-) -> GateReport {
-    let client = reqwest::Client::new();
-    let url = format!("{}{}", instance.probe_url, config.path);
-    let started = Instant::now();
-    let mut report = GateReport {
-        passed: false,
-        probes: 0,
-        failures: 0,
-        seconds: 0.0,
-        reason: None,
-        first_failure: None,
-    };
-    let (mut successes, mut consecutive_failures) = (0u32, 0u32);
-    tokio::time::sleep(Duration::from_millis(config.initial_delay_ms)).await;
-    loop {
-        match target.instance_state(instance).await {
-            Ok(InstanceState::Running { restarts: 0 }) => {}
-            Ok(state) => {
-                report.first_failure.get_or_insert_with(Instant::now);
-                report.reason = Some(match state {
-                    InstanceState::Exited { code } => format!(
-                        "instance {} exited with code {code} before passing the gate",
-                        instance.name
-                    ),
-                    InstanceState::Running { restarts } => format!(
-                        "instance {} restarted {restarts} time(s) during the gate",
-                        instance.name
-                    ),
-                    InstanceState::Missing => {
-                        format!("instance {} disappeared during the gate", instance.name)
+impl Failure {
+    pub fn new(reason: impl Into<String>, instance: Option<&str>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            instance: instance.map(str::to_owned),
+            at: Instant::now(),
+        }
+    }
+
+    pub fn from_error(e: anyhow::Error) -> Failure {
+        Failure::new(format!("{e:#}"), None)
+    }
+}
+
+pub struct Gate<'a> {
+    pub health: &'a HealthConfig,
+}
+
+/// What the gate has seen of one instance.
+#[derive(Debug)]
+struct Tally {
+    first_seen: Instant,
+    successes: u32,
+    failures_in_a_row: u32,
+    first_failure: Option<Instant>,
+    ready: bool,
+    last: String,
+}
+
+impl Tally {
+    fn new(now: Instant) -> Tally {
+        Tally {
+            first_seen: now,
+            successes: 0,
+            failures_in_a_row: 0,
+            first_failure: None,
+            ready: false,
+            last: "not probed yet".into(),
+        }
+    }
+
+    /// Takes one observation of the instance in; an error is the failure it proves.
+    fn take(&mut self, seen: &Seen, h: &HealthConfig, now: Instant) -> Result<(), String> {
+        let name = &seen.name;
+        match seen.state {
+            InstanceState::Running { restarts: 0 } | InstanceState::Pending => {}
+            InstanceState::Running { restarts } => {
+                return Err(format!("instance {name} restarted {restarts} time(s)"))
+            }
+            InstanceState::Exited { code } => {
+                return Err(format!("instance {name} exited with code {code}"))
+            }
+            InstanceState::Missing => return Err(format!("instance {name} disappeared")),
+        }
+        match &seen.check {
+            Some(Check::Probe(result)) => {
+                self.last = result.describe();
+                if result.ok() {
+                    self.successes += 1;
+                    self.failures_in_a_row = 0;
+                    self.ready |= self.successes >= h.success_threshold;
+                } else if now.duration_since(self.first_seen)
+                    >= Duration::from_millis(h.initial_delay_ms)
+                {
+                    self.successes = 0;
+                    self.failures_in_a_row += 1;
+                    self.first_failure.get_or_insert(now);
+                    if self.failures_in_a_row >= h.failure_threshold {
+                        return Err(format!(
+                            "{} failed {} probes in a row (last: {})",
+                            result.url, self.failures_in_a_row, self.last
+                        ));
                     }
-                });
-                break;
+                }
             }
-            Err(e) => {
-                report.reason = Some(format!("cannot inspect instance {}: {e:#}", instance.name));
-                break;
-            }
+            Some(Check::Reported { ready }) => self.ready = *ready,
+            None => {}
         }
-        let result = probe(&client, &url, config.timeout()).await;
-        report.probes += 1;
-        if result.ok() {
-            successes += 1;
-            consecutive_failures = 0;
-            if successes >= config.success_threshold {
-                report.passed = true;
-                break;
-            }
-        } else {
-            report.failures += 1;
-            report.first_failure.get_or_insert_with(Instant::now);
-            successes = 0;
-            consecutive_failures += 1;
-            if consecutive_failures >= config.failure_threshold {
-                report.reason = Some(format!(
-                    "{url} failed {consecutive_failures} probes in a row (last: {})",
-                    result.describe()
-                ));
-                break;
-            }
-        }
-        step.line(&format!(
-            "{}: {} probes, {} failed, last {}",
-            instance.name,
-            report.probes,
-            report.failures,
-            result.describe()
-        ));
-        if started.elapsed() > config.deadline() {
-            report.reason = Some(format!(
-                "{url} not healthy within the {}s deadline",
-                config.deadline_seconds
+        if !self.ready && now.duration_since(self.first_seen) > h.deadline() {
+            let detail = seen.detail.clone().unwrap_or_else(|| self.last.clone());
+            return Err(format!(
+                "instance {name} not ready within the {}s deadline ({detail})",
+                h.deadline_seconds
             ));
-            break;
         }
-        tokio::time::sleep(config.interval()).await;
+        Ok(())
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    report
 }
 
-/// Watches the public URL for the verification window; the first failure ends it.
-pub async fn verify_public(
-    client: &reqwest::Client,
-    public_url: &str,
-    config: &HealthConfig,
-    step: &Step,
-) -> Result<u32, String> {
-    let url = format!("{public_url}{}", config.path);
-    let until = Instant::now() + config.verify();
-    let mut probes = 0;
-    loop {
-        let result = probe(client, &url, config.timeout()).await;
-        probes += 1;
-        if !result.ok() {
-            return Err(format!(
-                "public {url} answered {} during verification",
-                result.describe()
+impl Gate<'_> {
+    /// Observes `release` until `want` of its instances passed (and, on a
+    /// native rollout, the orchestrator settled), or one failed. Returns the
+    /// ids of the instances that passed.
+    pub async fn until_ready(
+        &self,
+        target: &impl Target,
+        release: &Release,
+        want: usize,
+        step: &Step,
+    ) -> Result<Vec<String>, Failure> {
+        let h = self.health;
+        let native = target.caps().native_rollout;
+        let started = Instant::now();
+        let mut tallies: HashMap<String, Tally> = HashMap::new();
+        loop {
+            let seen = target.observe(release).await.map_err(Failure::from_error)?;
+            if let Some(verdict) = seen.verdict {
+                return Err(Failure::new(verdict.reason, verdict.instance.as_deref()));
+            }
+            let now = Instant::now();
+            for instance in &seen.instances {
+                let tally = tallies
+                    .entry(instance.id.clone())
+                    .or_insert_with(|| Tally::new(now));
+                if let Err(reason) = tally.take(instance, h, now) {
+                    return Err(Failure {
+                        reason: format!("{reason} before passing the gate"),
+                        instance: Some(instance.id.clone()),
+                        at: tally.first_failure.unwrap_or(now),
+                    });
+                }
+            }
+            let ready: Vec<String> = seen
+                .instances
+                .iter()
+                .filter(|i| tallies.get(&i.id).is_some_and(|t| t.ready))
+                .map(|i| i.id.clone())
+                .collect();
+            if native {
+                target
+                    .follow(release, &ready)
+                    .await
+                    .map_err(Failure::from_error)?;
+            }
+            step.line(&format!(
+                "{}: {}/{want} instances passed the gate",
+                release.id,
+                ready.len()
             ));
+            if ready.len() >= want && (!native || seen.settled) {
+                return Ok(ready);
+            }
+            if started.elapsed() > h.deadline() + h.interval() * 2 && seen.instances.len() < want {
+                return Err(Failure::new(
+                    format!(
+                        "only {} of {want} instances of {} exist after the {}s deadline",
+                        seen.instances.len(),
+                        release.id,
+                        h.deadline_seconds
+                    ),
+                    None,
+                ));
+            }
+            tokio::time::sleep(h.interval()).await;
         }
-        step.line(&format!("public {url}: {probes} probes ok"));
-        if Instant::now() >= until {
-            return Ok(probes);
-        }
-        tokio::time::sleep(config.interval()).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

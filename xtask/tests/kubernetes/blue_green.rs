@@ -10,7 +10,7 @@ async fn blue_green(s: &Setup, image: &str) -> DeployReport {
         quiet: true,
         command: "deploy".into(),
     };
-    kube_deploy::run(&s.target, &s.env, source, &options)
+    deploy::run(&s.target, &s.env, source, &options)
         .await
         .unwrap()
 }

@@ -6,7 +6,7 @@ async fn the_context_flag_overrides_target_context() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = environment(dir.path(), None, "staging");
     // "other" is the kubeconfig's cluster on 127.0.0.1:9, where nothing listens.
-    env.file.target.context = Some("other".into());
+    kube_config(&mut env).context = Some("other".into());
     let wrong = KubeTarget::from_kubeconfig_file(&env, &fake.kubeconfig, None)
         .await
         .unwrap();
@@ -40,6 +40,7 @@ async fn status_history_and_lock_commands_dispatch_to_the_cluster() {
         since: chrono::Utc::now().timestamp(),
         ttl_seconds: 900,
         command: "deploy".into(),
+        renewed: None,
     };
     s.fake.insert(LEASE, lease(&stuck));
     s.fake.take_calls();

@@ -10,13 +10,14 @@ async fn a_lease_held_by_a_live_deployer_refuses_the_deploy() {
         since: chrono::Utc::now().timestamp(),
         ttl_seconds: 900,
         command: "deploy".into(),
+        renewed: None,
     };
     s.fake.insert(LEASE, lease(&other));
     let source = Source::Image {
         image: "xtask-app:1.0.0".into(),
         overrides: BTreeMap::new(),
     };
-    let err = kube_deploy::run(&s.target, &s.env, source, &options("deploy"))
+    let err = deploy::run(&s.target, &s.env, source, &options("deploy"))
         .await
         .unwrap_err()
         .to_string();
@@ -41,6 +42,7 @@ async fn an_expired_lease_is_taken_over_and_only_that_lease_is_deleted() {
         since: chrono::Utc::now().timestamp() - 2000,
         ttl_seconds: 900,
         command: "deploy".into(),
+        renewed: None,
     };
     s.fake.insert(LEASE, lease(&stale));
     let uid = s.fake.get(LEASE).unwrap()["metadata"]["uid"].clone();

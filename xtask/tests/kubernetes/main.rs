@@ -24,11 +24,18 @@ use serde_json::json;
 use xtask::{
     deploy::lock::LockInfo,
     deploy::release::{History, Outcome},
-    deploy::{DeployReport, Options, Source},
-    environment::{self, Environment},
-    kube_deploy,
+    deploy::{self, records::HistoryStore, DeployReport, Options, Source},
+    environment::{self, Environment, KubeTargetConfig, TargetConfig},
     targets::kubernetes::{manifests, KubeTarget},
 };
+
+/// The `[target]` table of a Kubernetes environment, to change in a test.
+fn kube_config(env: &mut Environment) -> &mut KubeTargetConfig {
+    match &mut env.file.target {
+        TargetConfig::Kubernetes(k) => k,
+        _ => panic!("not a kubernetes environment"),
+    }
+}
 
 const NS: &str = "/api/v1/namespaces/app-staging";
 const APPS: &str = "/apis/apps/v1/namespaces/app-staging";
@@ -118,7 +125,7 @@ async fn deploy(s: &Setup, image: &str, vars: &[(&str, &str)]) -> DeployReport {
         image: image.into(),
         overrides,
     };
-    kube_deploy::run(&s.target, &s.env, source, &options("deploy"))
+    deploy::run(&s.target, &s.env, source, &options("deploy"))
         .await
         .unwrap()
 }

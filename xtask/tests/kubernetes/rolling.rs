@@ -198,7 +198,7 @@ async fn rollback_to_reapplies_that_releases_image_and_env() {
     let source = Source::Restore {
         to: Some("r1".into()),
     };
-    let report = kube_deploy::run(&s.target, &s.env, source, &options("rollback"))
+    let report = deploy::run(&s.target, &s.env, source, &options("rollback"))
         .await
         .unwrap();
     assert!(report.succeeded);
@@ -227,7 +227,7 @@ async fn rollback_to_reapplies_that_releases_image_and_env() {
     let h = history(&s);
     assert_eq!(h.active().unwrap().restores.as_deref(), Some("r1"));
     assert_eq!(h.get("r2").unwrap().outcome, Outcome::RolledBack);
-    let err = kube_deploy::run(
+    let err = deploy::run(
         &s.target,
         &s.env,
         Source::Restore {
@@ -255,7 +255,7 @@ async fn every_overlay_renders_into_a_release_deployment() {
         } else {
             "app-production"
         };
-        env.file.target.namespace = Some(namespace.into());
+        kube_config(&mut env).namespace = Some(namespace.into());
         let target = KubeTarget::from_kubeconfig_file(&env, &s.fake.kubeconfig, None)
             .await
             .unwrap();

@@ -179,7 +179,7 @@ impl Drop for TestEnv {
                     let Ok(env) = environment::load(&path) else {
                         return;
                     };
-                    if env.file.target.kind == environment::TargetKind::Swarm {
+                    if env.file.target.kind() == environment::TargetKind::Swarm {
                         if let Ok(target) = SwarmTarget::connect(&env).await {
                             let _ = target.destroy().await;
                         }

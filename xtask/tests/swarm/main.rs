@@ -13,7 +13,10 @@ mod traffic;
 use support::deploy_env::{outcome_of, TestEnv};
 use xtask::{
     load::Load,
-    targets::swarm::{service::release_of, SwarmTarget},
+    targets::{
+        swarm::{service::release_of, SwarmTarget},
+        Target,
+    },
 };
 
 /// One swarm test at a time, both releases built, swarm mode on, a fresh environment.

@@ -216,7 +216,8 @@ async fn a_task_swarm_replaces_between_deploys_gets_its_slot_back_from_route() {
     let lock = xtask::deploy::lock::LockInfo::mine("test", Duration::from_secs(600));
     assert!(xtask::deploy::lock::LockStore::lock_create(&target, &lock)
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let (ok, routed, _) = env.xtask_json(&["route"]);
     assert!(
         ok && routed["skipped"].as_str().unwrap().starts_with("locked by"),

@@ -1,31 +1,37 @@
-//! The Docker target: instances are containers on one engine, labelled with
-//! app, environment, release and colour, reachable by probes on 127.0.0.1
-//! and by the balancer through a unix socket in a bind-mounted folder.
+//! The Docker target: instances are containers on one engine (see
+//! `instances`), traffic is the balancer's slots (see `traffic`), and the
+//! history and lock are named volumes in the same engine (see `records`).
+//! It moves traffic itself, so it has no native rollout and undoes by
+//! converging with the shared code.
+mod instances;
 mod records;
+mod traffic;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    os::unix::fs::PermissionsExt,
     path::PathBuf,
+    time::Duration,
 };
 
-use anyhow::{Context, Result};
-use bollard::{
-    models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum},
-    query_parameters::{
-        CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-        RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    },
-    Docker,
-};
+use anyhow::{bail, Context, Result};
+use bollard::Docker;
+use futures_util::future::join_all;
 
-use super::{Instance, InstanceState, Target};
+pub use instances::Instance;
+use instances::{list_scoped, remove_forced};
+
+use super::{Caps, Check, InstanceState, InstanceView, Observation, Seen, Split, Target};
 use crate::{
     balancer::Balancer,
-    deploy::lock::{LockInfo, LockStore},
-    deploy::release::{History, Release},
+    deploy::{
+        lock::{LockInfo, LockStore, Renewal},
+        records::{HistoryStore, Ledger},
+        release::{History, Release},
+    },
     engine,
     environment::Environment,
+    gate::{self, Gate, ProbeResult},
+    progress::Step,
 };
 
 pub mod labels {
@@ -47,14 +53,17 @@ pub(crate) const APP_UID: u32 = 65532;
 
 pub struct DockerTarget {
     docker: Docker,
-    /// `<app>-<env>`: prefixes every container and record of this environment.
+    /// `<app>--<env>`: prefixes every container and record of this environment.
     scope: String,
     app: String,
     env_name: String,
     drain_seconds: f64,
+    health_path: String,
+    probe_timeout: Duration,
     runtime_dir: PathBuf,
     balancer: Balancer,
     public_url: String,
+    ledger: Ledger<records::VolumeStore>,
 }
 
 /// Sockets and nginx's files live on the engine's host, outside any checkout,
@@ -71,16 +80,20 @@ pub(crate) fn runtime_root() -> PathBuf {
 
 impl DockerTarget {
     pub async fn connect(env: &Environment) -> Result<DockerTarget> {
-        let docker = match &env.file.target.host {
+        let docker = match env.engine_host() {
             Some(host) => engine::connect(host).await?,
             None => engine::require().await?.0,
         };
         let app = env.app_name();
-        let scope = format!("{app}-{}", env.name);
+        let scope = env.scope();
         let runtime_dir = runtime_root().join(&scope);
         std::fs::create_dir_all(runtime_dir.join("sockets"))
             .with_context(|| format!("creating {}", runtime_dir.display()))?;
         Ok(DockerTarget {
+            ledger: Ledger::new(records::VolumeStore {
+                docker: docker.clone(),
+                scope: scope.clone(),
+            }),
             docker,
             balancer: Balancer::new(&runtime_dir, env.balancer()),
             runtime_dir,
@@ -88,12 +101,18 @@ impl DockerTarget {
             app,
             env_name: env.name.clone(),
             drain_seconds: env.file.health.drain_seconds,
+            health_path: env.file.health.path.clone(),
+            probe_timeout: env.file.health.timeout(),
             public_url: env.public_url(),
         })
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
     }
 
     fn socket_dir(&self, name: &str) -> PathBuf {
@@ -130,306 +149,73 @@ impl DockerTarget {
         for c in list_scoped(&self.docker, &self.scope, None).await? {
             self.remove_container(&c.id.unwrap_or_default()).await?;
         }
+        self.ledger.remove_all().await?;
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
         Ok(())
     }
 
-    /// Stops the balancer; used by `down`.
-    pub fn stop_balancer(&self) -> Result<()> {
-        self.balancer.stop()
-    }
-
-    pub fn scope(&self) -> &str {
-        &self.scope
-    }
-}
-
-/// Every container (running or not) of `scope`, of one role or all.
-async fn list_scoped(
-    docker: &Docker,
-    scope: &str,
-    role: Option<&str>,
-) -> Result<Vec<bollard::models::ContainerSummary>> {
-    let mut wanted = vec![format!("{}={scope}", labels::SCOPE)];
-    wanted.extend(role.map(|r| format!("{}={r}", labels::ROLE)));
-    let filters = HashMap::from([("label".to_owned(), wanted)]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .with_context(|| {
-            format!(
-                "listing the {} containers of {scope}",
-                role.unwrap_or("all")
-            )
-        })
-}
-
-/// Force-removes a container; one that is already gone is fine.
-async fn remove_forced(docker: &Docker, id: &str) -> Result<()> {
-    let options = RemoveContainerOptionsBuilder::default().force(true).build();
-    match docker.remove_container(id, Some(options)).await {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing container {id}")),
-    }
-}
-
-fn random_suffix() -> String {
-    let mut bytes = [0u8; 3];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl LockStore for DockerTarget {
-    async fn lock_create(&self, info: &LockInfo) -> Result<bool> {
-        records::lock_create(&self.docker, &self.scope, info).await
-    }
-    async fn lock_read(&self) -> Result<Option<(String, LockInfo)>> {
-        records::lock_read(&self.docker, &self.scope).await
-    }
-    async fn lock_remove(&self, token: &str) -> Result<()> {
-        records::lock_remove(&self.docker, token).await
-    }
-}
-
-impl Target for DockerTarget {
-    async fn read_history(&self) -> Result<History> {
-        records::read_history(&self.docker, &self.scope).await
-    }
-
-    async fn write_history(&self, history: &History) -> Result<()> {
-        records::write_history(&self.docker, &self.scope, history).await
-    }
-
-    async fn image_id(&self, image: &str) -> Result<Option<String>> {
-        match self.docker.inspect_image(image).await {
-            Ok(inspect) => Ok(inspect.id),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
-        }
-    }
-
-    async fn start_instance(
-        &self,
-        release: &Release,
-        env: &BTreeMap<String, String>,
-    ) -> Result<Instance> {
-        let name = format!("{}-{}-{}", self.scope, release.id, random_suffix());
-        let socket_dir = self.socket_dir(&name);
-        std::fs::create_dir_all(&socket_dir)
-            .with_context(|| format!("creating {}", socket_dir.display()))?;
-        if nix::unistd::geteuid().is_root() {
-            nix::unistd::chown(&socket_dir, Some(APP_UID.into()), Some(APP_UID.into()))
-                .with_context(|| format!("handing {} to the app's user", socket_dir.display()))?;
-        } else {
-            std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o777))?;
-        }
-        // A release may set PORT; a value that is not a port makes the app exit at
-        // start, which the gate reports (the container port falls back to the default).
-        let port = env.get("PORT").map(String::as_str).unwrap_or(DEFAULT_PORT);
-        let container_port = format!(
-            "{}/tcp",
-            port.parse::<u16>()
-                .map_or(DEFAULT_PORT.to_owned(), |p| p.to_string())
-        );
-        let mut vars: Vec<String> = env
-            .iter()
-            .filter(|(k, _)| *k != "PORT")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        vars.push(format!("PORT={port}"));
-        vars.push(format!("LISTEN_SOCKET={SOCKET_IN_CONTAINER}"));
-        vars.push(format!("DRAIN_SECONDS={}", self.drain_seconds));
-        let labels = HashMap::from([
-            (labels::SCOPE.to_owned(), self.scope.clone()),
-            (labels::ROLE.to_owned(), "instance".to_owned()),
-            (labels::APP.to_owned(), self.app.clone()),
-            (labels::ENV.to_owned(), self.env_name.clone()),
-            (labels::RELEASE.to_owned(), release.id.clone()),
-            (labels::COLOR.to_owned(), release.color().to_owned()),
-        ]);
-        // Port chosen by the engine, on loopback only.
-        let ports = HashMap::from([(
-            container_port.clone(),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(String::new()),
-            }]),
-        )]);
-        let body = ContainerCreateBody {
-            image: Some(release.image.clone()),
-            env: Some(vars),
-            labels: Some(labels.clone()),
-            stop_timeout: Some((self.drain_seconds.ceil() as i64) + 10),
-            host_config: Some(HostConfig {
-                port_bindings: Some(ports),
-                binds: Some(vec![format!("{}:/run/app", socket_dir.display())]),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .with_context(|| format!("creating instance {name} of {}", release.image))?;
-        let started = async {
-            self.docker
-                .start_container(&created.id, None)
-                .await
-                .with_context(|| format!("starting instance {name}"))?;
-            let inspect = self
-                .docker
-                .inspect_container(&created.id, None)
-                .await
-                .with_context(|| format!("inspecting instance {name}"))?;
-            // A crash-looping container reports Running while it restarts; only "running" counts.
-            let running = inspect
-                .state
-                .as_ref()
-                .and_then(|s| s.status)
-                .map(|s| s.to_string())
-                .as_deref()
-                == Some("running");
-            let port = inspect
-                .network_settings
-                .and_then(|n| n.ports)
-                .and_then(|p| p.get(&container_port).cloned().flatten())
-                .and_then(|b| b.into_iter().find_map(|b| b.host_port));
-            // An instance that already exited has no port: the gate reports its exit and logs.
-            match (port, running) {
-                (None, true) => anyhow::bail!("instance {name} runs but has no published port"),
-                (port, _) => Ok(port),
-            }
-        }
-        .await;
-        match started {
-            Ok(port) => Ok(self.instance_from(created.id, name, &labels, port)),
-            Err(e) => {
-                // Never leave a half-started instance behind.
-                let _ = self.remove_container(&created.id).await;
-                let _ = std::fs::remove_dir_all(&socket_dir);
-                Err(e)
-            }
-        }
-    }
-
-    async fn instance_state(&self, instance: &Instance) -> Result<InstanceState> {
-        let inspect = match self.docker.inspect_container(&instance.id, None).await {
-            Ok(inspect) => inspect,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(InstanceState::Missing),
-            Err(e) => return Err(e).with_context(|| format!("inspecting {}", instance.name)),
-        };
-        let restarts = inspect.restart_count.unwrap_or(0);
-        let state = inspect.state.unwrap_or_default();
-        Ok(match state.status.map(|s| s.to_string()).as_deref() {
-            Some("restarting") => InstanceState::Running {
-                restarts: restarts.max(1),
-            },
-            Some("exited") | Some("dead") => InstanceState::Exited {
-                code: state.exit_code.unwrap_or(-1),
-            },
-            _ => InstanceState::Running { restarts },
-        })
-    }
-
-    async fn instance_logs(&self, instance: &Instance, lines: usize) -> Result<String> {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
-        Ok(super::collect_logs(Box::pin(self.docker.logs(&instance.id, Some(options)))).await)
-    }
-
-    async fn stop_instance(&self, instance: &Instance) -> Result<()> {
-        let grace = (self.drain_seconds.ceil() as i32) + 10;
-        let options = StopContainerOptionsBuilder::default().t(grace).build();
-        match self
-            .docker
-            .stop_container(&instance.id, Some(options))
-            .await
-        {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304 | 404,
-                ..
-            }) => {}
-            Err(e) => return Err(e).with_context(|| format!("stopping {}", instance.name)),
-        }
-        self.remove_container(&instance.id).await?;
-        let _ = std::fs::remove_dir_all(self.socket_dir(&instance.name));
-        Ok(())
-    }
-
-    async fn instances(&self) -> Result<Vec<Instance>> {
-        let containers = list_scoped(&self.docker, &self.scope, Some("instance")).await?;
-        Ok(containers
-            .into_iter()
-            .map(|c| {
-                let port = c
-                    .ports
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|p| p.public_port.is_some() && p.ip.as_deref() == Some("127.0.0.1"))
-                    .and_then(|p| p.public_port)
-                    .map(|p| p.to_string());
-                let name = c
-                    .names
-                    .unwrap_or_default()
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default();
-                self.instance_from(
-                    c.id.unwrap_or_default(),
-                    name,
-                    &c.labels.unwrap_or_default(),
-                    port,
-                )
-            })
-            .collect())
-    }
-
-    async fn ensure_balancer(&self, slots: usize) -> Result<()> {
-        self.balancer.ensure(slots).await
-    }
-
-    async fn routes(&self) -> Result<Vec<Option<String>>> {
-        Ok(self
-            .balancer
+    /// Which instance (by name) each slot sends traffic to.
+    pub fn routes(&self) -> Vec<Option<String>> {
+        self.balancer
             .routes(self.balancer.slot_count())
             .into_iter()
             .map(|socket| {
                 socket.and_then(|s| Some(s.parent()?.file_name()?.to_string_lossy().into_owned()))
             })
-            .collect())
+            .collect()
     }
 
-    async fn route(&self, slot: usize, instance: &Instance) -> Result<()> {
-        let socket = self.socket_dir(&instance.name).join("app.sock");
+    fn route(&self, slot: usize, instance: &str) -> Result<()> {
+        let socket = self.socket_dir(instance).join("app.sock");
         if !socket.exists() {
-            anyhow::bail!(
-                "instance {} has no socket at {}: is LISTEN_SOCKET honoured by the image?",
-                instance.name,
+            bail!(
+                "instance {instance} has no socket at {}: is LISTEN_SOCKET honoured by the image?",
                 socket.display()
             );
         }
         self.balancer.route(slot, &socket)
+    }
+
+    async fn running(&self) -> Result<Vec<(Instance, InstanceState)>> {
+        let containers = self.containers().await?;
+        let states = join_all(containers.iter().map(|c| self.instance_state(c))).await;
+        containers
+            .into_iter()
+            .zip(states)
+            .map(|(c, s)| Ok((c, s?)))
+            .collect()
+    }
+}
+
+impl LockStore for DockerTarget {
+    async fn lock_create(&self, info: &LockInfo) -> Result<Option<String>> {
+        self.ledger.lock_create(info).await
+    }
+    async fn lock_read(&self) -> Result<Option<(String, LockInfo)>> {
+        self.ledger.lock_read().await
+    }
+    async fn lock_remove(&self, token: &str) -> Result<()> {
+        self.ledger.lock_remove(token).await
+    }
+    async fn lock_renew(&self, token: &str, at: i64) -> Result<Renewal> {
+        self.ledger.lock_renew(token, at).await
+    }
+}
+
+impl HistoryStore for DockerTarget {
+    async fn read_history(&self) -> Result<History> {
+        self.ledger.read_history().await
+    }
+    async fn write_history(&self, history: &History) -> Result<()> {
+        self.ledger.write_history(history).await
+    }
+}
+
+impl Target for DockerTarget {
+    fn caps(&self) -> Caps {
+        Caps {
+            native_rollout: false,
+        }
     }
 
     fn public_url(&self) -> String {
@@ -438,5 +224,218 @@ impl Target for DockerTarget {
 
     fn public_client(&self) -> Result<reqwest::Client> {
         self.balancer.public_client()
+    }
+
+    /// On a single host the image must already be in the engine: a rollback needs no registry.
+    async fn admit(&self, release: &mut Release) -> Result<()> {
+        let found = match self.docker.inspect_image(&release.image).await {
+            Ok(inspect) => inspect.id,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => None,
+            Err(e) => return Err(e).with_context(|| format!("inspecting image {}", release.image)),
+        };
+        match (found, &release.restores) {
+            (Some(id), _) => release.image_id = id,
+            (None, Some(restores)) => bail!(
+                "release {restores}: its image {} is no longer in the engine; it cannot be restored without a registry",
+                release.image
+            ),
+            (None, None) => bail!("image {} is not in the engine: build or pull it first", release.image),
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, release: &Release) -> Result<()> {
+        self.balancer.ensure(release.replicas).await
+    }
+
+    async fn start(&self, release: &Release, count: usize) -> Result<()> {
+        let alive = self
+            .running()
+            .await?
+            .into_iter()
+            .filter(|(i, s)| {
+                i.release == release.id && matches!(s, InstanceState::Running { restarts: 0 })
+            })
+            .count();
+        let env = crate::deploy::resolve_env(release)?;
+        let started = join_all((alive..count).map(|_| self.start_instance(release, &env))).await;
+        started.into_iter().try_for_each(|s| s.map(|_| ()))
+    }
+
+    async fn replace(&self, release: &Release) -> Result<()> {
+        bail!(
+            "the Docker target has no native rollout (asked to replace with {})",
+            release.id
+        )
+    }
+
+    async fn observe(&self, release: &Release) -> Result<Observation> {
+        let client = reqwest::Client::new();
+        let ours: Vec<(Instance, InstanceState)> = self
+            .running()
+            .await?
+            .into_iter()
+            .filter(|(i, _)| i.release == release.id)
+            .collect();
+        let probes = join_all(ours.iter().map(|(i, state)| {
+            let url = format!("{}{}", i.probe_url, self.health_path);
+            let probe = matches!(state, InstanceState::Running { .. }) && !i.probe_url.is_empty();
+            let client = &client;
+            async move {
+                match probe {
+                    true => Some(gate::probe(client, &url, self.probe_timeout).await),
+                    false => None,
+                }
+            }
+        }))
+        .await;
+        Ok(Observation {
+            instances: ours
+                .into_iter()
+                .zip(probes)
+                .map(|((i, state), probe)| Seen {
+                    id: i.id,
+                    name: i.name,
+                    state,
+                    check: probe.map(Check::Probe),
+                    detail: None,
+                })
+                .collect(),
+            verdict: None,
+            settled: true,
+        })
+    }
+
+    async fn follow(&self, _release: &Release, _ready: &[String]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn shift(&self, split: &Split) -> Result<()> {
+        let current = self.routes();
+        let mut running: HashMap<String, Vec<String>> = HashMap::new();
+        for (instance, state) in self.running().await? {
+            if state == (InstanceState::Running { restarts: 0 }) {
+                running
+                    .entry(instance.release)
+                    .or_default()
+                    .push(instance.name);
+            }
+        }
+        for list in running.values_mut() {
+            list.sort();
+        }
+        let counts = traffic::slot_counts(split, current.len());
+        let next = traffic::assign(&current, &counts, &running)?;
+        for (slot, (now, then)) in current.iter().zip(&next).enumerate() {
+            if let Some(instance) = then.as_ref().filter(|t| Some(*t) != now.as_ref()) {
+                self.route(slot, instance)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn split(&self) -> Result<Split> {
+        let routes = self.routes();
+        let release_of: HashMap<String, String> = self
+            .containers()
+            .await?
+            .into_iter()
+            .map(|i| (i.name, i.release))
+            .collect();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for name in routes.iter().flatten() {
+            if let Some(release) = release_of.get(name) {
+                *counts.entry(release.clone()).or_default() += 1;
+            }
+        }
+        let total = routes.len().max(1);
+        Ok(Split(
+            counts
+                .into_iter()
+                .map(|(r, n)| (r, (n * 100 / total) as u8))
+                .collect(),
+        ))
+    }
+
+    async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
+        crate::strategy::converge(self, to, gate, step).await
+    }
+
+    async fn retire(&self, release: &str, keep: usize) -> Result<()> {
+        let routed: Vec<String> = self.routes().into_iter().flatten().collect();
+        let idle: Vec<Instance> = self
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|i| i.release == release && !routed.contains(&i.name))
+            .collect();
+        let stopped = join_all(idle.iter().skip(keep).map(|i| self.stop_instance(i))).await;
+        stopped.into_iter().collect()
+    }
+
+    async fn logs(&self, instance: &str, lines: usize) -> String {
+        self.instance_logs(instance, lines)
+            .await
+            .unwrap_or_else(|e| format!("(no logs: {e:#})"))
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceView>> {
+        let routes = self.routes();
+        let total = routes.len().max(1) as f64;
+        Ok(self
+            .running()
+            .await?
+            .into_iter()
+            .map(|(i, state)| {
+                let slots = routes
+                    .iter()
+                    .filter(|r| r.as_deref() == Some(&i.name))
+                    .count();
+                InstanceView {
+                    traffic: Some(slots as f64 * 100.0 / total),
+                    id: i.id,
+                    name: i.name,
+                    release: i.release,
+                    colour: i.color,
+                    state,
+                }
+            })
+            .collect())
+    }
+
+    async fn probes(&self, path: &str, timeout: Duration) -> Result<Vec<(String, ProbeResult)>> {
+        let routed: Vec<String> = self.routes().into_iter().flatten().collect();
+        let client = reqwest::Client::new();
+        let mut results = Vec::new();
+        for instance in self.containers().await? {
+            if routed.contains(&instance.name) && !instance.probe_url.is_empty() {
+                let url = format!("{}{path}", instance.probe_url);
+                results.push((instance.name, gate::probe(&client, &url, timeout).await));
+            }
+        }
+        Ok(results)
+    }
+
+    async fn repair(&self) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+
+    async fn stop_all(&self) -> Result<()> {
+        let all = self.containers().await?;
+        let stopped = join_all(all.iter().map(|i| self.stop_instance(i))).await;
+        stopped.into_iter().collect::<Result<()>>()?;
+        self.balancer.stop()
+    }
+
+    async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "kind": "docker",
+            "scope": self.scope,
+            "image_present": self.docker.inspect_image(&release.image).await.is_ok(),
+            "instances": release.replicas,
+            "balancer": { "public_url": self.public_url, "slots": release.replicas },
+        }))
     }
 }

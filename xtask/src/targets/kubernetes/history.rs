@@ -11,7 +11,7 @@ use kube::{
 };
 
 use super::{api_code, KubeTarget};
-use crate::deploy::release::History;
+use crate::deploy::{records::HistoryStore, release::History};
 
 const KEY: &str = "history.json";
 
@@ -23,8 +23,10 @@ impl KubeTarget {
     fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), &self.settings.namespace)
     }
+}
 
-    pub async fn read_history(&self) -> Result<History> {
+impl HistoryStore for KubeTarget {
+    async fn read_history(&self) -> Result<History> {
         let name = self.history_name();
         let found = self
             .config_maps()
@@ -43,7 +45,7 @@ impl KubeTarget {
         }
     }
 
-    pub async fn write_history(&self, history: &History) -> Result<()> {
+    async fn write_history(&self, history: &History) -> Result<()> {
         let name = self.history_name();
         let version = self.history_version.lock().unwrap().clone();
         let map = ConfigMap {

@@ -14,7 +14,7 @@ use kube::{
 };
 
 use super::{api_code, KubeTarget};
-use crate::deploy::lock::{LockInfo, LockStore};
+use crate::deploy::lock::{LockInfo, LockStore, Renewal};
 
 /// The full LockInfo as JSON: host and pid are what the takeover rules need,
 /// and a Lease has no fields for them.
@@ -31,7 +31,7 @@ impl KubeTarget {
 }
 
 impl LockStore for KubeTarget {
-    async fn lock_create(&self, info: &LockInfo) -> Result<bool> {
+    async fn lock_create(&self, info: &LockInfo) -> Result<Option<String>> {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.lease_name()),
@@ -52,8 +52,8 @@ impl LockStore for KubeTarget {
             }),
         };
         match self.leases().create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(e) if api_code(&e) == Some(409) => Ok(false),
+            Ok(created) => Ok(Some(created.metadata.uid.unwrap_or_default())),
+            Err(e) if api_code(&e) == Some(409) => Ok(None),
             // The lock lives in the namespace, so it must exist before the first deploy.
             Err(e) if api_code(&e) == Some(404) => Err(e).with_context(|| {
                 format!(
@@ -111,23 +111,24 @@ impl LockStore for KubeTarget {
                     .unwrap_or(0)
                     .max(0) as u64,
                 command: "unknown".into(),
+                renewed: None,
             },
         };
-        let token = format!(
-            "{}/{}",
-            meta.uid.clone().unwrap_or_default(),
-            meta.resource_version.clone().unwrap_or_default()
-        );
-        Ok(Some((token, info)))
+        let mut info: LockInfo = info;
+        info.renewed = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| t.0.as_second());
+        // The uid names this very Lease: one made after it was deleted has another.
+        Ok(Some((meta.uid.clone().unwrap_or_default(), info)))
     }
 
     async fn lock_remove(&self, token: &str) -> Result<()> {
-        let (uid, version) = token.split_once('/').unwrap_or((token, ""));
-        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: non_empty(uid),
-                resource_version: non_empty(version),
+                uid: (!token.is_empty()).then(|| token.to_owned()),
+                resource_version: None,
             }),
             ..Default::default()
         };
@@ -136,6 +137,37 @@ impl LockStore for KubeTarget {
             // Gone already, or replaced by a newer holder's Lease: not ours to remove.
             Err(e) if matches!(api_code(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting Lease {}", self.lease_name())),
+        }
+    }
+
+    /// Sets the Lease's renewTime, replacing exactly the version read: a
+    /// Lease that is another's now (another uid) is lost.
+    async fn lock_renew(&self, token: &str, at: i64) -> Result<Renewal> {
+        let name = self.lease_name();
+        let Some(mut lease) = self
+            .leases()
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("reading Lease {name}"))?
+        else {
+            return Ok(Renewal::Lost);
+        };
+        if lease.metadata.uid.as_deref() != Some(token) {
+            return Ok(Renewal::Lost);
+        }
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.renew_time = k8s_openapi::jiff::Timestamp::from_second(at)
+            .ok()
+            .map(MicroTime);
+        match self
+            .leases()
+            .replace(&name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(Renewal::Renewed),
+            // Changed since read: try again on the next tick, when it may be ours still.
+            Err(e) if api_code(&e) == Some(409) => Ok(Renewal::Renewed),
+            Err(e) => Err(e).with_context(|| format!("renewing Lease {name}")),
         }
     }
 }

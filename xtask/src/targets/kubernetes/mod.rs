@@ -1,15 +1,15 @@
 //! The Kubernetes target: the overlay's objects applied with server-side
-//! apply, the Deployment's own rolling update doing the rollout, a Lease as
-//! the deploy lock and a ConfigMap holding the release history. Kubernetes
-//! replaces pods and routes the Service itself, so this target does not
-//! implement the slot-based `Target` trait: `kube_deploy` drives it instead.
+//! apply, the Deployment's own rolling update doing the rollout (a native
+//! rollout: see `release`), a Lease as the deploy lock and a ConfigMap
+//! holding the release history.
 pub mod blue_green;
 pub mod history;
 pub mod lease;
 pub mod manifests;
+mod release;
 pub mod rollout;
 
-use std::sync::Mutex;
+use std::{sync::Mutex, time::Duration};
 
 use anyhow::{Context, Result};
 use kube::{
@@ -17,7 +17,13 @@ use kube::{
     Client, Config,
 };
 
-use crate::environment::{Environment, KubeSettings};
+use crate::{
+    deploy::release::Release,
+    environment::{Environment, KubeSettings},
+    gate::{Gate, ProbeResult},
+    progress::Step,
+    targets::{Caps, InstanceState, InstanceView, Observation, Split, Target},
+};
 
 pub struct KubeTarget {
     pub client: Client,
@@ -27,6 +33,10 @@ pub struct KubeTarget {
     /// The history ConfigMap's resourceVersion as last read or written: a
     /// write with an older one is refused by the API server (optimistic concurrency).
     history_version: Mutex<Option<String>>,
+    /// What this process rendered and did in the current run, for `undo`.
+    run: Mutex<Option<release::KubeRun>>,
+    /// How long a rollout may take (health.deadline_seconds).
+    deadline: Duration,
 }
 
 /// What `--context` or the environment file's `target.context` selects.
@@ -90,11 +100,116 @@ impl KubeTarget {
             client,
             settings,
             history_version: Mutex::new(None),
+            run: Mutex::new(None),
+            deadline: env.file.health.deadline(),
         })
     }
+}
 
-    pub fn public_url(&self) -> String {
+impl Target for KubeTarget {
+    fn caps(&self) -> Caps {
+        Caps {
+            native_rollout: true,
+        }
+    }
+
+    fn public_url(&self) -> String {
         self.settings.public_url.clone().unwrap_or_default()
+    }
+
+    fn public_client(&self) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .build()
+            .context("building the public client")
+    }
+
+    /// The cluster pulls by reference (its digest is only known to the nodes).
+    async fn admit(&self, release: &mut Release) -> Result<()> {
+        release.image_id.clear();
+        Ok(())
+    }
+
+    async fn prepare(&self, release: &Release) -> Result<()> {
+        self.prepare_release(release).await
+    }
+
+    async fn start(&self, _release: &Release, _count: usize) -> Result<()> {
+        self.apply_beside().await
+    }
+
+    async fn replace(&self, _release: &Release) -> Result<()> {
+        self.apply_all().await
+    }
+
+    async fn observe(&self, release: &Release) -> Result<Observation> {
+        self.observe_rollout(release).await
+    }
+
+    async fn follow(&self, _release: &Release, _ready: &[String]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn shift(&self, split: &Split) -> Result<()> {
+        self.switch(split).await
+    }
+
+    async fn split(&self) -> Result<Split> {
+        Ok(Split::default())
+    }
+
+    async fn undo(&self, _to: Option<&Release>, _gate: &Gate<'_>, _step: &Step) -> Result<()> {
+        self.undo_run().await
+    }
+
+    async fn retire(&self, _release: &str, _keep: usize) -> Result<()> {
+        self.retire_old().await
+    }
+
+    async fn logs(&self, release: &str, lines: usize) -> String {
+        self.diagnostics(release, lines as i64)
+            .await
+            .unwrap_or_else(|e| format!("(no pod details: {e:#})"))
+    }
+
+    /// The Deployment that serves (the live colour's, on blue-green), as its controller reports it.
+    async fn instances(&self) -> Result<Vec<InstanceView>> {
+        let colour = self.live_colour().await?;
+        let serving = match &colour {
+            Some(c) => self.colour_deployment(c),
+            None => self.settings.deployment.clone(),
+        };
+        let summary = self.rollout_summary(&serving).await?;
+        Ok(vec![InstanceView {
+            id: serving,
+            name: summary,
+            release: String::new(),
+            colour: colour.unwrap_or_default(),
+            state: InstanceState::Running { restarts: 0 },
+            traffic: None,
+        }])
+    }
+
+    /// The cluster's own readiness probes gate the pods: none are sent from here.
+    async fn probes(&self, _path: &str, _timeout: Duration) -> Result<Vec<(String, ProbeResult)>> {
+        Ok(vec![])
+    }
+
+    async fn repair(&self) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+
+    async fn stop_all(&self) -> Result<()> {
+        anyhow::bail!(
+            "down is not done on Kubernetes targets: scale Deployment {} in namespace {} with kubectl",
+            self.settings.deployment,
+            self.settings.namespace
+        )
+    }
+
+    async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
+        Ok(
+            serde_json::json!({ "kind": "kubernetes", "objects": manifests::render(self, release)? }),
+        )
     }
 }
 

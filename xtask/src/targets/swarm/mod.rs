@@ -8,22 +8,33 @@
 //! on the manager the xtask talks to: the balancer and the sockets share its host. History and lock are swarm config
 //! objects, so every manager, and every fresh runner, sees the same ones.
 mod records;
+mod repair;
+pub mod rollout;
 pub mod router;
 pub mod service;
 pub mod tasks;
+mod view;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
 use crate::{
     balancer::Balancer,
-    deploy::lock::{LockInfo, LockStore},
-    deploy::release::History,
+    deploy::{
+        lock::{LockInfo, LockStore, Renewal},
+        records::{HistoryStore, Ledger},
+        release::{History, Release},
+    },
     engine,
-    environment::{Environment, SwarmConfig},
-    targets::docker::{runtime_root, APP_UID},
+    environment::{Environment, HealthConfig, SwarmConfig},
+    gate::{Gate, ProbeResult},
+    progress::Step,
+    targets::{
+        docker::{runtime_root, APP_UID},
+        Caps, InstanceView, Observation, Split, Target,
+    },
 };
 
 pub const COLOURS: [&str; 2] = ["blue", "green"];
@@ -45,11 +56,15 @@ pub struct SwarmTarget {
     probe_clients: std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>,
     /// The engine `engine start` recorded, whose registry credentials a deploy may need.
     engine_state: Option<engine::EngineState>,
+    health: HealthConfig,
+    ledger: Ledger<records::ConfigStore>,
+    /// What this process did in the current run, for `undo`.
+    run: std::sync::Mutex<Option<rollout::RunState>>,
 }
 
 impl SwarmTarget {
     pub async fn connect(env: &Environment) -> Result<SwarmTarget> {
-        let (docker, state) = match &env.file.target.host {
+        let (docker, state) = match env.engine_host() {
             Some(host) => (engine::connect(host).await?, None),
             None => engine::require().await?,
         };
@@ -70,8 +85,7 @@ impl SwarmTarget {
             );
         }
         let node_id = swarm.node_id.clone().unwrap_or_default();
-        let app = env.app_name();
-        let scope = format!("{app}-{}", env.name);
+        let scope = env.scope();
         let runtime_dir = runtime_root().join(format!("swarm-{scope}"));
         let sockets = runtime_dir.join("sockets");
         std::fs::create_dir_all(&sockets)
@@ -81,6 +95,12 @@ impl SwarmTarget {
                 .with_context(|| format!("handing {} to the app's user", sockets.display()))?;
         }
         Ok(SwarmTarget {
+            ledger: Ledger::new(records::ConfigStore {
+                docker: docker.clone(),
+                scope: scope.clone(),
+            }),
+            health: env.file.health.clone(),
+            run: Default::default(),
             docker,
             balancer: Balancer::new(&runtime_dir, env.balancer()),
             runtime_dir,
@@ -111,27 +131,11 @@ impl SwarmTarget {
         &self.balancer
     }
 
-    pub fn public_url(&self) -> String {
-        self.public_url.clone()
-    }
-
-    pub fn public_client(&self) -> Result<reqwest::Client> {
-        self.balancer.public_client()
-    }
-
     /// Where the task `task_id` listens, on this host.
     pub fn socket_path(&self, task_id: &str) -> PathBuf {
         self.runtime_dir
             .join("sockets")
             .join(format!("{task_id}.sock"))
-    }
-
-    pub async fn read_history(&self) -> Result<History> {
-        records::read_history(&self.docker, &self.scope).await
-    }
-
-    pub async fn write_history(&self, history: &History) -> Result<()> {
-        records::write_history(&self.docker, &self.scope, history).await
     }
 
     /// Removes every trace of the environment: services, secrets, history and
@@ -142,14 +146,14 @@ impl SwarmTarget {
         for colour in COLOURS {
             self.remove_service(&self.service_name(colour)).await?;
         }
-        records::remove_all(&self.docker, &self.scope).await?;
+        self.ledger.remove_all().await?;
         service::remove_unused_secrets(self).await?;
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
         Ok(())
     }
 
     /// Stops the services (scaled to 0, specs kept) and the balancer; used by `down`.
-    pub async fn stop_all(&self) -> Result<()> {
+    pub async fn scale_down_all(&self) -> Result<()> {
         for colour in COLOURS {
             if let Some(current) = self.inspect_service(&self.service_name(colour)).await? {
                 self.scale(&current, 0).await?;
@@ -174,13 +178,130 @@ impl SwarmTarget {
 }
 
 impl LockStore for SwarmTarget {
-    async fn lock_create(&self, info: &LockInfo) -> Result<bool> {
-        records::lock_create(&self.docker, &self.scope, info).await
+    async fn lock_create(&self, info: &LockInfo) -> Result<Option<String>> {
+        self.ledger.lock_create(info).await
     }
     async fn lock_read(&self) -> Result<Option<(String, LockInfo)>> {
-        records::lock_read(&self.docker, &self.scope).await
+        self.ledger.lock_read().await
     }
     async fn lock_remove(&self, token: &str) -> Result<()> {
-        records::lock_remove(&self.docker, token).await
+        self.ledger.lock_remove(token).await
+    }
+    async fn lock_renew(&self, token: &str, at: i64) -> Result<Renewal> {
+        self.ledger.lock_renew(token, at).await
+    }
+}
+
+impl HistoryStore for SwarmTarget {
+    async fn read_history(&self) -> Result<History> {
+        self.ledger.read_history().await
+    }
+    async fn write_history(&self, history: &History) -> Result<()> {
+        self.ledger.write_history(history).await
+    }
+}
+
+impl Target for SwarmTarget {
+    fn caps(&self) -> Caps {
+        Caps {
+            native_rollout: true,
+        }
+    }
+
+    fn public_url(&self) -> String {
+        self.public_url.clone()
+    }
+
+    fn public_client(&self) -> Result<reqwest::Client> {
+        self.balancer.public_client()
+    }
+
+    /// Nodes pull by reference; the local id is recorded when this engine has the image.
+    async fn admit(&self, release: &mut Release) -> Result<()> {
+        release.image_id = match self.docker.inspect_image(&release.image).await {
+            Ok(image) => image.id.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Ok(())
+    }
+
+    async fn prepare(&self, release: &Release) -> Result<()> {
+        self.balancer.ensure(release.replicas).await
+    }
+
+    async fn start(&self, release: &Release, _count: usize) -> Result<()> {
+        self.place(release, false).await
+    }
+
+    async fn replace(&self, release: &Release) -> Result<()> {
+        self.place(release, true).await
+    }
+
+    async fn observe(&self, release: &Release) -> Result<Observation> {
+        self.observe_release(release).await
+    }
+
+    async fn follow(&self, release: &Release, ready: &[String]) -> Result<()> {
+        self.follow_ready(release, ready).await
+    }
+
+    async fn shift(&self, split: &Split) -> Result<()> {
+        self.shift_to(split).await
+    }
+
+    async fn split(&self) -> Result<Split> {
+        let routes = self.routes();
+        let total = routes.len().max(1);
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for view in self.task_views().await? {
+            let slots = routes
+                .iter()
+                .filter(|r| r.as_deref() == Some(&view.id))
+                .count();
+            if slots > 0 {
+                *counts.entry(view.release).or_default() += slots;
+            }
+        }
+        Ok(Split(
+            counts
+                .into_iter()
+                .map(|(r, n)| (r, (n * 100 / total) as u8))
+                .collect(),
+        ))
+    }
+
+    async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
+        let undone = self.undo_run(to, gate, step).await;
+        let _ = service::remove_unused_secrets(self).await;
+        undone
+    }
+
+    async fn retire(&self, release: &str, _keep: usize) -> Result<()> {
+        self.retire_release(release).await
+    }
+
+    async fn logs(&self, instance: &str, lines: usize) -> String {
+        self.task_logs(instance, lines).await
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceView>> {
+        self.task_views().await
+    }
+
+    async fn probes(&self, path: &str, timeout: Duration) -> Result<Vec<(String, ProbeResult)>> {
+        self.slot_probes(path, timeout).await
+    }
+
+    async fn repair(&self) -> Result<Option<serde_json::Value>> {
+        let routed = repair::once(self, &self.health.path, self.health.timeout()).await?;
+        Ok(Some(serde_json::to_value(routed)?))
+    }
+
+    async fn stop_all(&self) -> Result<()> {
+        self.scale_down_all().await
+    }
+
+    async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
+        self.planned_spec(release).await
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use anyhow::Result;
 
-use super::SwarmTarget;
+use super::{tasks::TaskView, SwarmTarget};
 
 /// The slot assignment for `wanted` (task ids in order of preference):
 /// a slot already on one of the first `slots` wanted tasks stays; the others
@@ -89,6 +89,25 @@ impl SwarmTarget {
             }
         }
     }
+}
+
+/// Slots go to ready tasks of the release first, then to other running
+/// tasks that swarm keeps (their slot has no ready replacement yet), then
+/// to tasks swarm is stopping, which still answer while they drain.
+pub fn preference(ready: &[&TaskView], all: &[TaskView], release: &str) -> Vec<String> {
+    let replaced: HashSet<i64> = ready.iter().map(|t| t.slot).collect();
+    let others = all.iter().filter(|t| t.release != release && t.running());
+    let (kept, draining): (Vec<&TaskView>, Vec<&TaskView>) = others.partition(|t| t.wanted());
+    let (unreplaced, replaced_kept): (Vec<&TaskView>, Vec<&TaskView>) =
+        kept.into_iter().partition(|t| !replaced.contains(&t.slot));
+    ready
+        .iter()
+        .copied()
+        .chain(unreplaced)
+        .chain(replaced_kept)
+        .chain(draining)
+        .map(|t| t.id.clone())
+        .collect()
 }
 
 #[cfg(test)]

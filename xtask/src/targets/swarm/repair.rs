@@ -9,11 +9,8 @@ use std::{collections::HashSet, time::Duration};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::live_colour;
-use crate::{
-    deploy::lock::LockStore,
-    targets::swarm::{service::replicas_of, SwarmTarget},
-};
+use super::{service::replicas_of, SwarmTarget};
+use crate::deploy::{lock::LockStore, records::HistoryStore};
 
 #[derive(Debug, Serialize)]
 pub struct Routed {
@@ -40,7 +37,8 @@ pub async fn once(target: &SwarmTarget, ready_path: &str, timeout: Duration) -> 
         }
     }
     let history = target.read_history().await?;
-    let Some(colour) = live_colour(target, &history).await? else {
+    let active = history.active().map(|r| r.id.as_str());
+    let Some(colour) = target.live_colour(active).await? else {
         return Ok(skipped("no live service".into()));
     };
     let name = target.service_name(colour);
