@@ -192,12 +192,8 @@ async fn locked(
         }
         Err(failure) => {
             step.finish("FAILED");
-            let logs = match &failure.instance {
-                Some(instance) => {
-                    Some(target.logs(instance, 20).await).filter(|l| !l.trim().is_empty())
-                }
-                None => None,
-            };
+            let logs = Some(target.logs(&release, failure.instance.as_deref(), 20).await)
+                .filter(|l| !l.trim().is_empty());
             eprintln!(
                 "{} failed: {}; rolling back to the previous release",
                 release.id, failure.reason

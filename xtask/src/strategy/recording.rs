@@ -244,8 +244,8 @@ impl Target for Recording {
     async fn retire(&self, release: &str, keep: usize) -> Result<()> {
         self.call(format!("retire {release} keep {keep}"))
     }
-    async fn logs(&self, instance: &str, _lines: usize) -> String {
-        format!("logs of {instance}")
+    async fn logs(&self, _release: &Release, instance: Option<&str>, _lines: usize) -> String {
+        instance.map(|i| format!("logs of {i}")).unwrap_or_default()
     }
     async fn instances(&self) -> Result<Vec<InstanceView>> {
         Ok(vec![])

@@ -121,8 +121,8 @@ impl Target for AnyTarget {
     async fn retire(&self, release: &str, keep: usize) -> Result<()> {
         each!(self, t => t.retire(release, keep).await)
     }
-    async fn logs(&self, instance: &str, lines: usize) -> String {
-        each!(self, t => t.logs(instance, lines).await)
+    async fn logs(&self, release: &Release, instance: Option<&str>, lines: usize) -> String {
+        each!(self, t => t.logs(release, instance, lines).await)
     }
     async fn instances(&self) -> Result<Vec<InstanceView>> {
         each!(self, t => t.instances().await)

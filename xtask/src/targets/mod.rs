@@ -175,8 +175,10 @@ pub trait Target: LockStore + HistoryStore {
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()>;
     /// Stops `release`'s instances that take no traffic, keeping `keep` of them warm.
     async fn retire(&self, release: &str, keep: usize) -> Result<()>;
-    /// The last lines an instance logged, for a failure report.
-    async fn logs(&self, instance: &str, lines: usize) -> String;
+    /// What explains a failure of `release`: the last lines the failing
+    /// instance logged, or what the target knows of the release's instances
+    /// when no single one failed. Empty when there is nothing to show.
+    async fn logs(&self, release: &Release, instance: Option<&str>, lines: usize) -> String;
 
     /// Every instance of the environment, for `status` and `health`.
     async fn instances(&self) -> Result<Vec<InstanceView>>;

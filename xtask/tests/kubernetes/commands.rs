@@ -62,6 +62,8 @@ async fn status_history_and_lock_commands_dispatch_to_the_cluster() {
     assert_eq!(
         lines(&s.fake.take_calls()),
         calls(&[
+            &format!("GET {HISTORY}"), // is an earlier run abandoned? carol is alive: no
+            &format!("GET {LEASE}"),
             &format!("GET {HISTORY}"),
             &format!("GET {LEASE}"),
             &format!("GET {NS}/services/app"), // no colour: a rolling deploy

@@ -15,6 +15,7 @@ async fn rolling_deploy_applies_the_overlay_waits_for_the_rollout_and_records_it
     expected.extend(calls(&[
         &format!("GET {APPS}/deployments"), // the watcher's LIST: stale, observedGeneration behind
         &format!("GET {APPS}/deployments?watch"), // MODIFIED: complete
+        &format!("PUT {HISTORY}"), // verified: a later run finishes it should the last write fail
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),
         &format!("DELETE {LEASE}"),
@@ -165,7 +166,9 @@ async fn a_failing_http_gate_rolls_back_after_a_complete_rollout() {
     assert!(!report.succeeded);
     let reason = report.release.reason.clone().unwrap();
     assert!(
-        reason.contains("HTTP gate") && reason.contains("HTTP 503") && reason.contains("/ready"),
+        reason.contains("during verification")
+            && reason.contains("HTTP 503")
+            && reason.contains("/ready"),
         "{reason}"
     );
     let made = lines(&s.fake.take_calls());
@@ -212,6 +215,7 @@ async fn rollback_to_reapplies_that_releases_image_and_env() {
     expected.extend(calls(&[
         &format!("GET {APPS}/deployments"),
         &format!("GET {APPS}/deployments?watch"),
+        &format!("PUT {HISTORY}"),
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),
         &format!("DELETE {LEASE}"),

@@ -375,7 +375,10 @@ impl Target for DockerTarget {
         stopped.into_iter().collect()
     }
 
-    async fn logs(&self, instance: &str, lines: usize) -> String {
+    async fn logs(&self, _release: &Release, instance: Option<&str>, lines: usize) -> String {
+        let Some(instance) = instance else {
+            return String::new();
+        };
         self.instance_logs(instance, lines)
             .await
             .unwrap_or_else(|e| format!("(no logs: {e:#})"))

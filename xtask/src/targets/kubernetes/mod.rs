@@ -165,8 +165,9 @@ impl Target for KubeTarget {
         self.retire_old().await
     }
 
-    async fn logs(&self, release: &str, lines: usize) -> String {
-        self.diagnostics(release, lines as i64)
+    /// Events and log lines of the release's pods that are not ready.
+    async fn logs(&self, release: &Release, _instance: Option<&str>, lines: usize) -> String {
+        self.diagnostics(&release.id, lines as i64)
             .await
             .unwrap_or_else(|e| format!("(no pod details: {e:#})"))
     }

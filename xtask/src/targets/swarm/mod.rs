@@ -280,8 +280,11 @@ impl Target for SwarmTarget {
         self.retire_release(release).await
     }
 
-    async fn logs(&self, instance: &str, lines: usize) -> String {
-        self.task_logs(instance, lines).await
+    async fn logs(&self, _release: &Release, instance: Option<&str>, lines: usize) -> String {
+        match instance {
+            Some(task) => self.task_logs(task, lines).await,
+            None => String::new(),
+        }
     }
 
     async fn instances(&self) -> Result<Vec<InstanceView>> {

@@ -173,7 +173,7 @@ impl SwarmTarget {
                 InstanceState::Exited {
                     code: task.exit_code.unwrap_or(-1),
                 }
-            } else if task.running() {
+            } else if matches!(task.state.as_str(), "starting" | "running") {
                 InstanceState::Running { restarts: 0 }
             } else {
                 InstanceState::Pending
@@ -246,7 +246,9 @@ impl SwarmTarget {
             .tasks(&name)
             .await?
             .into_iter()
-            .filter(|t| t.wanted() && t.running() && t.release == *release)
+            // "starting": swarm's HEALTHCHECK has not passed yet, while ours (the gate) has.
+            .filter(|t| t.wanted() && t.release == *release)
+            .filter(|t| matches!(t.state.as_str(), "starting" | "running"))
             .map(|t| t.id)
             .collect();
         if ready.is_empty() {
