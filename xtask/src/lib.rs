@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod engine;
 pub mod environment;
+pub mod haproxy;
 pub mod health;
 pub mod image;
 pub mod kube_deploy;
