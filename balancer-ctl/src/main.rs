@@ -71,3 +71,47 @@ fn run(socket: &str, line: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("reading HAProxy's answer from {socket}: {e}"))?;
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io::BufRead, os::unix::net::UnixListener};
+
+    use super::*;
+
+    #[test]
+    fn sends_the_line_and_returns_the_whole_answer() {
+        let path = std::env::temp_dir().join(format!("balancer-ctl-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        // Plays HAProxy: reads one line, answers, closes.
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(&stream)
+                .read_line(&mut line)
+                .unwrap();
+            stream.write_all(b"\nNo such server.\n\n").unwrap();
+            line
+        });
+        let answer = run(
+            path.to_str().unwrap(),
+            "set weight app/s1 0;set weight app/s9 1",
+        )
+        .unwrap();
+        assert_eq!(
+            server.join().unwrap(),
+            "set weight app/s1 0;set weight app/s9 1\n"
+        );
+        assert_eq!(answer, b"\nNo such server.\n\n");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_missing_socket_is_a_clear_error() {
+        let error = run("/nonexistent/admin.sock", "show info").unwrap_err();
+        assert!(
+            error.starts_with("cannot connect to the HAProxy stats socket /nonexistent/admin.sock"),
+            "{error}"
+        );
+    }
+}
