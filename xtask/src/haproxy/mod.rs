@@ -10,17 +10,24 @@
 //! transport and the admin socket never leaves the container.
 //!
 //! # State right after `set server ... state ready`
-//! Measured on HAProxy 2.6.12 (see `tests/haproxy.rs`,
+//! Measured on HAProxy 2.6.12 (`tests/haproxy/checks.rs`,
 //! `ready_after_maint_is_up_at_once_before_any_check`): a server leaving
-//! MAINT is **UP at once and takes traffic before any check has run**.
-//! HAProxy sets its check health to `rise` ("start OK, check immediately"):
-//! `show stat` says `UP 1/2` (with fall 2) and `check_status` is `INI` when the
-//! address changed since the last check, or the last check's stale result
-//! when it did not. The first check runs at once; one failure (not `fall`)
-//! makes it DOWN. So a deploy gate must not infer health from `ready`:
-//! set the new slot's address, weight 0 and `ready` in one batch, wait for
-//! `status == Up` (plain `UP`, not `UP n/m`) with `check_status == "L7OK"`,
-//! and only then give it a weight.
+//! MAINT is **UP at once and takes traffic before any check has run**, even
+//! when its new address has nothing listening. HAProxy sets its check health
+//! to `rise` ("start OK, check immediately"): `show stat` says `UP 1/2` (with
+//! fall 2), and `check_status` still holds the slot's *last* result, which
+//! may be a stale `L7OK` of the previous instance (`set server ... addr`
+//! does not reset it; only a never-checked slot says `INI`). The slot's
+//! check timer keeps ticking through MAINT, so the first check comes at its
+//! next tick, anywhere within `inter` (seen: 0.1 s to 1.7 s with inter 2 s);
+//! then one failure (not `fall`) makes it DOWN, one success plain `UP`
+//! (with fall 2). Until then, a broken instance takes its share of traffic.
+//!
+//! So a deploy gate must not infer health from `ready` or from
+//! `check_status`: set the new slot's address, weight 0 and `ready` in one
+//! exec, wait for `status == ServerStatus::Up` (plain `UP`, not `UP n/m`,
+//! which needs `check_fall >= 2`), and only then give it a weight. A server
+//! left at weight 0 is checked like any other but gets no new requests.
 pub mod config;
 pub mod engine;
 pub mod image;

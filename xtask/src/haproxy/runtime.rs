@@ -53,8 +53,9 @@ impl Command {
         &self.0
     }
 
-    /// Points a slot at an instance. HAProxy resets the slot's check status
-    /// to INI, so a later L7OK is a check of the new address.
+    /// Points a slot at an instance. The slot keeps its last check result
+    /// (e.g. a stale `L7OK` from the previous instance) until the next check
+    /// runs: only a never-checked slot shows `INI`.
     pub fn set_addr(slot: Slot, addr: IpAddr, port: u16) -> Command {
         Command(format!(
             "set server {BACKEND}/{slot} addr {addr} port {port}"
