@@ -25,7 +25,7 @@ pub fn check(template: &Path) -> Result<()> {
         .with_context(|| format!("{}", template.display()))?;
     let file = dir.path().join("haproxy.cfg");
     std::fs::write(&file, rendered).context("writing the rendered haproxy.cfg")?;
-    super::tool(template, "haproxy", &["-c", "-dW", "-q", "-f", &file.to_string_lossy()])
+    super::tool(template, "haproxy", &["-c", "-dW", "-f", &file.to_string_lossy()])
         .context("haproxy rejects the rendered template (line numbers are those of the rendered file, close to the template's)")?;
     Ok(())
 }
