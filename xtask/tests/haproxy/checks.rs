@@ -59,7 +59,9 @@ async fn ready_after_maint_is_up_at_once_before_any_check() {
     assert!(at_ready.status.takes_traffic(), "{at_ready:#?}");
 
     // The slot pointed at an address nothing listens on, then ready: still
-    // UP (one failure from DOWN) until its first check, which runs at once.
+    // UP (one failure from DOWN) with the old instance's stale L7OK, until
+    // its first check: the slot's check timer keeps ticking during MAINT, so
+    // that comes at its next tick, anywhere within `inter`.
     let at_ready = state_right_after(
         &stack,
         &[
@@ -69,6 +71,7 @@ async fn ready_after_maint_is_up_at_once_before_any_check() {
         ],
     )
     .await;
+    let started = std::time::Instant::now();
     println!(
         "dead address, maint -> ready: {:?} {}",
         at_ready.status, at_ready.check_status
@@ -78,15 +81,47 @@ async fn ready_after_maint_is_up_at_once_before_any_check() {
         ServerStatus::GoingDown("1/2".into()),
         "{at_ready:#?}"
     );
-    assert_eq!(at_ready.check_status, "INI");
-    let started = std::time::Instant::now();
+    assert!(at_ready.status.takes_traffic());
+    assert_eq!(
+        at_ready.check_status, "L7OK",
+        "set addr keeps the last result"
+    );
     stack
         .wait_for(Slot(1), "DOWN", |s| s.status == ServerStatus::Down)
         .await;
     println!("DOWN after {:?} (inter 2000 ms, fall 2)", started.elapsed());
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "the first check waited for `inter`"
+        started.elapsed() < Duration::from_millis(3000),
+        "one failed check is enough"
+    );
+
+    // Back to the live port: one passed check makes it plain UP.
+    let at_ready = state_right_after(
+        &stack,
+        &[
+            Command::set_state(Slot(1), AdminState::Maint),
+            Command::set_addr(Slot(1), address, 8080),
+            Command::set_state(Slot(1), AdminState::Ready),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        at_ready.status,
+        ServerStatus::GoingDown("1/2".into()),
+        "{at_ready:#?}"
+    );
+    assert_eq!(
+        at_ready.check_status, "L4CON",
+        "the dead port's result, stale"
+    );
+    stack
+        .wait_for(Slot(1), "UP", |s| s.status == ServerStatus::Up)
+        .await;
+    println!("plain UP after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "one passed check is enough"
     );
 }
 

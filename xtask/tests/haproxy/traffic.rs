@@ -144,17 +144,12 @@ async fn servers_switch_back_and_forth_under_keep_alive_load_without_a_failure_o
     let mut switch_times = Vec::new();
     for _ in 0..10 {
         // New slot in with its weight, old slot drained: one exec.
+        let mut commands = spec(off.0 .0, off.1, 1, AdminState::Ready)
+            .commands()
+            .unwrap();
+        commands.push(Command::set_state(on.0, AdminState::Drain));
         let started = Instant::now();
-        stack
-            .balancer
-            .set_servers(&[spec(off.0 .0, off.1, 1, AdminState::Ready)])
-            .await
-            .unwrap();
-        stack
-            .balancer
-            .exec(&[Command::set_state(on.0, AdminState::Drain)])
-            .await
-            .unwrap();
+        stack.balancer.exec(&commands).await.unwrap();
         switch_times.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(300)).await;
         stack
