@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod engine;
 pub mod environment;
 pub mod gate;
+pub mod haproxy;
 pub mod image;
 pub mod lint;
 pub mod load;

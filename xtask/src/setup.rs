@@ -43,6 +43,13 @@ pub const BALANCER: &[Tool] = &[Tool {
     package: "nginx-light",
 }];
 
+/// The balancer image copies Debian's haproxy (and the libraries it links)
+/// from this machine; `cargo xtask lint` checks its config with it.
+pub const HAPROXY: &[Tool] = &[Tool {
+    program: "haproxy",
+    package: "haproxy",
+}];
+
 pub const LINT: &[Tool] = &[
     Tool {
         program: "nginx",

@@ -15,6 +15,7 @@ use crate::{report, setup, workspace};
 pub mod compose;
 pub mod dashboard;
 pub mod dockerfile;
+pub mod haproxy;
 pub mod kubernetes;
 pub mod nginx;
 pub mod prometheus;
@@ -96,6 +97,11 @@ pub fn check_tree(root: &Path) -> Vec<Outcome> {
             "nginx -t",
             infra.join("nginx/nginx.conf.template"),
             nginx::check,
+        ),
+        (
+            "haproxy -c",
+            infra.join("balancer/haproxy.cfg.template"),
+            haproxy::check,
         ),
         (
             "promtool check config",
