@@ -5,8 +5,22 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=APP_GIT_REVISION");
-    println!("cargo:rerun-if-changed=../.git/HEAD");
-    println!("cargo:rerun-if-changed=../.git/index");
+    // In a git worktree `.git` is a file and HEAD/index live elsewhere; a
+    // watched path that never exists would rebuild the app on every build.
+    let git_dir = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(dir) = git_dir {
+        for file in ["HEAD", "index"] {
+            let path = std::path::Path::new(&dir).join(file);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
     let revision = std::env::var("APP_GIT_REVISION")
         .ok()
         .filter(|r| !r.is_empty())

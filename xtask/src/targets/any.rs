@@ -19,6 +19,8 @@ use crate::{
     progress::Step,
 };
 
+// One value per command, never in a collection: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyTarget {
     Docker(DockerTarget),
     Swarm(SwarmTarget),
