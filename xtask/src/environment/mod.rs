@@ -258,7 +258,32 @@ pub fn load(selector: &str) -> Result<Environment> {
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("-e {selector}: cannot read {} (environments live in infrastructure/environments/NAME.toml)", path.display())
     })?;
-    parse(&path, &text)
+    let mut env = parse(&path, &text)?;
+    env.name = identity(&path, &env.name);
+    Ok(env)
+}
+
+/// The environment's identity: its file name, unless the file is a copy
+/// kept outside `infrastructure/environments/` under the name of one in
+/// there. Such a copy (`-e /tmp/try/staging.toml`) gets `<name>-<hash of
+/// its path>`, so it acts on its own containers and records, never on the
+/// real staging's. To act on staging, use `-e staging`.
+pub fn identity(path: &Path, name: &str) -> String {
+    let own = workspace::root().join("infrastructure/environments");
+    let (Ok(file), Ok(own)) = (path.canonicalize(), own.canonicalize()) else {
+        return name.to_owned();
+    };
+    if file.parent() == Some(own.as_path()) || !own.join(format!("{name}.toml")).is_file() {
+        return name.to_owned();
+    }
+    // FNV-1a: stable across runs and machines for the same path.
+    let hash = file
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+    format!("{name}-{:08x}", hash as u32)
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Environment> {

@@ -192,3 +192,25 @@ fn selectors_are_names_or_paths() {
     assert!(resolve_path("staging").ends_with("infrastructure/environments/staging.toml"));
     assert_eq!(resolve_path("/tmp/x.toml"), PathBuf::from("/tmp/x.toml"));
 }
+
+#[test]
+fn a_copy_of_a_shipped_environment_elsewhere_is_an_environment_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("staging.toml");
+    std::fs::copy(resolve_path("staging"), &copy).unwrap();
+    let env = load(copy.to_str().unwrap()).unwrap();
+    assert!(
+        env.name.starts_with("staging-") && env.name.len() == "staging-".len() + 8,
+        "{}",
+        env.name
+    );
+    assert_ne!(env.scope(), load("staging").unwrap().scope());
+    assert_eq!(load("staging").unwrap().name, "staging");
+    let other = dir.path().join("scratch.toml");
+    std::fs::copy(resolve_path("staging"), &other).unwrap();
+    assert_eq!(
+        load(other.to_str().unwrap()).unwrap().name,
+        "scratch",
+        "no shipped scratch: its own name"
+    );
+}
