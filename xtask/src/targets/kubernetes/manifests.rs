@@ -29,7 +29,7 @@ pub const FIELD_MANAGER: &str = "xtask";
 /// The overlay's objects, in kustomize's order, with the Deployment set up for `release`.
 pub fn render(target: &KubeTarget, release: &Release) -> Result<Vec<Value>> {
     let s = &target.settings;
-    let mut objects = crate::lint::kubernetes::render(&s.overlay)?;
+    let mut objects = super::kustomize::render(&s.overlay)?;
     let mut found_deployment = false;
     let mut found_service = false;
     for object in &mut objects {

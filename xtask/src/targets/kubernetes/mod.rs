@@ -4,6 +4,7 @@
 //! holding the release history.
 pub mod blue_green;
 pub mod history;
+pub mod kustomize;
 pub mod lease;
 pub mod manifests;
 mod release;
