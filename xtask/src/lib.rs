@@ -24,4 +24,5 @@ pub mod setup;
 pub mod strategy;
 pub mod swarm_deploy;
 pub mod target;
+pub mod venv;
 pub mod workspace;
