@@ -38,6 +38,9 @@ impl Finding {
     }
 }
 
+/// Files by the name findings use (a repository path) and where they are read.
+type Named = Vec<(String, PathBuf)>;
+
 /// What the tools read in the tree at `root`, by the name findings use.
 struct Inputs {
     workflows: Vec<(String, PathBuf)>,
@@ -95,7 +98,7 @@ fn run(root: &Path) -> Result<Vec<Outcome>> {
         .tempdir()
         .context("creating a scratch folder for lint")?;
     let inputs = inputs(root, scratch.path())?;
-    let mut plan: Vec<(&'static str, Vec<(String, PathBuf)>, Result<Vec<Finding>>)> = vec![
+    let mut plan: Vec<(&'static str, Named, Result<Vec<Finding>>)> = vec![
         (
             "actionlint",
             inputs.workflows.clone(),
@@ -107,12 +110,11 @@ fn run(root: &Path) -> Result<Vec<Outcome>> {
             hadolint(root, &venv, &inputs.dockerfiles),
         ),
     ];
-    let checkov_inputs: Vec<(String, PathBuf)> =
-        [&inputs.workflows, &inputs.dockerfiles, &inputs.overlays]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+    let checkov_inputs: Named = [&inputs.workflows, &inputs.dockerfiles, &inputs.overlays]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     plan.push((
         "checkov",
         checkov_inputs,
