@@ -1,10 +1,17 @@
-//! `cargo xtask ci`: exactly what CI runs. Formatting, lints, a real engine,
-//! every test; the engine it started is stopped again whatever happened.
+//! `cargo xtask ci`: exactly what CI runs. Formatting, lints (with the
+//! pinned Python linters), a real engine, a scan of the app image against the
+//! shared RustSec snapshot, every test; the engine it started is stopped
+//! again whatever happened.
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{engine, lint, report, setup, workspace};
+use crate::{engine, image, lint, report, scan, setup, workspace};
+
+/// The RustSec snapshot CI scans against: `shared/` beside the checkout
+/// (CI runs in a fresh clone with it there), so results do not depend on
+/// whether the network reaches GitHub that day.
+pub const ADVISORY_DB: &str = "../shared/advisory-db";
 
 struct Outcome {
     step: &'static str,
@@ -58,9 +65,17 @@ async fn run_steps(outcomes: &mut Vec<Outcome>) -> Result<()> {
         engine.state.docker_host, engine.state.registry.address
     );
 
-    let tests = step(outcomes, "test", || {
-        cargo(&["test", "--workspace", "--all-targets"])
-    });
+    let started = Instant::now();
+    let scanned = {
+        let _group = report::group("scan");
+        scan_app(&engine.state.docker_host).await
+    };
+    let tests = match record(outcomes, "scan", started, scanned) {
+        Ok(()) => step(outcomes, "test", || {
+            cargo(&["test", "--workspace", "--all-targets"])
+        }),
+        Err(e) => Err(e),
+    };
     // The swarm tests made the engine a single-node swarm: leave it, as `engine stop` would.
     if let Err(e) = engine::leave_swarm_if_ours().await {
         eprintln!("warning: {e:#}");
@@ -80,6 +95,48 @@ async fn run_steps(outcomes: &mut Vec<Outcome>) -> Result<()> {
         }
     }
     tests
+}
+
+/// Builds the app image (tests reuse the compiled binary) and scans it
+/// against the shared advisory snapshot; any finding at high or above fails CI.
+async fn scan_app(docker_host: &str) -> Result<()> {
+    let db = workspace::root().join(ADVISORY_DB);
+    if !scan::database::is_database(&db) {
+        bail!(
+            "{}: CI scans the app image against this RustSec snapshot (shared/ beside the checkout), and it is missing; put a copy of github.com/rustsec/advisory-db there",
+            db.display()
+        );
+    }
+    let docker = engine::connect(docker_host).await?;
+    let built = image::build(
+        &docker,
+        &image::BuildRequest {
+            repo: image::default_repo()?,
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let image = &built.tags[0];
+    let options = scan::ScanOptions {
+        advisory_db: Some(db),
+        max_size_bytes: (scan::DEFAULT_MAX_SIZE_MB * 1_000_000) as i64,
+    };
+    let report = scan::scan(&docker, image, &options).await?;
+    for f in &report.findings {
+        eprintln!(
+            "{} {} {} {}",
+            f.severity.as_str(),
+            f.id,
+            f.location,
+            f.title
+        );
+    }
+    eprintln!("scan of {image}: {}", report.checked.join("; "));
+    if report.fails(scan::Severity::High) {
+        bail!("scan of {image}: findings at or above high (listed above)");
+    }
+    Ok(())
 }
 
 fn step(

@@ -20,4 +20,5 @@ pub mod scan;
 pub mod setup;
 pub mod strategy;
 pub mod targets;
+pub mod venv;
 pub mod workspace;

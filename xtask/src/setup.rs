@@ -110,6 +110,21 @@ pub fn ensure(tools: &[Tool]) -> Result<()> {
     Ok(())
 }
 
+/// Installs Debian packages that bring no program to look for (python3-venv).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() || which::which("apt-get").is_err() {
+        bail!(
+            "install the Debian/Ubuntu packages `{}` (needs root and apt-get)",
+            packages.join(" ")
+        );
+    }
+    eprintln!("installing {} with apt-get", packages.join(" "));
+    apt_get(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(packages);
+    apt_get(&args)
+}
+
 fn apt_get(args: &[&str]) -> Result<()> {
     let output = duct::cmd("apt-get", args)
         .env("DEBIAN_FRONTEND", "noninteractive")

@@ -28,6 +28,9 @@ pub struct BuildArgs {
     pub repo: Option<String>,
     #[command(flatten)]
     pub scan_options: ScanFlags,
+    /// Also write the image's CycloneDX SBOM (the one it carries) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
     /// Registry for --push (default: XTASK_REGISTRY, else the engine's registry)
     #[arg(long)]
     pub registry: Option<String>,
@@ -41,9 +44,12 @@ pub struct ScanFlags {
     /// Fail when any finding is at or above this severity
     #[arg(long, value_enum, default_value = "high")]
     pub fail_on: Severity,
-    /// A local RustSec advisory database (default: $CARGO_HOME/advisory-db)
+    /// A local RustSec advisory database (default: $CARGO_HOME/advisory-db, where cargo-audit keeps it)
     #[arg(long, value_name = "PATH")]
     pub advisory_db: Option<PathBuf>,
+    /// Clone or update the advisory database first (git, bounded by XTASK_ADVISORY_DB_TIMEOUT, default 60s)
+    #[arg(long)]
+    pub update_db: bool,
     /// Image size budget in MB
     #[arg(long, default_value_t = scan::DEFAULT_MAX_SIZE_MB)]
     pub max_size_mb: u64,
@@ -102,6 +108,7 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
             repo,
             extra_tags: args.tags,
             quiet: args.json,
+            sbom_out: args.sbom.clone(),
             ..Default::default()
         },
     )
@@ -121,6 +128,18 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode> {
             .cloned()
             .unwrap_or_default();
         table.row(vec!["revision".into(), revision]);
+        let sbom = format!(
+            "/{} (sha256 {}){}",
+            image::context::SBOM_IN_IMAGE,
+            built
+                .labels
+                .get(image::context::SBOM_DIGEST_LABEL)
+                .map_or("?", String::as_str),
+            args.sbom
+                .as_ref()
+                .map_or(String::new(), |p| format!(", copy in {}", p.display()))
+        );
+        table.row(vec!["sbom".into(), sbom]);
         table.emit();
     }
     if args.scan {
@@ -179,6 +198,17 @@ async fn scan_and_report(
     flags: &ScanFlags,
     quiet: bool,
 ) -> Result<(scan::ScanReport, bool)> {
+    if flags.update_db {
+        let path = flags
+            .advisory_db
+            .clone()
+            .or_else(scan::database::default_location)
+            .context("--update-db: no CARGO_HOME or HOME to keep the database in; pass --advisory-db PATH")?;
+        let step = crate::progress::Step::start("advisory database update", quiet);
+        let updated = scan::database::update(&path);
+        step.finish(if updated.is_ok() { "done" } else { "FAILED" });
+        updated?;
+    }
     let options = scan::ScanOptions {
         advisory_db: flags.advisory_db.clone(),
         max_size_bytes: (flags.max_size_mb as i64) * 1_000_000,
@@ -204,6 +234,10 @@ async fn scan_and_report(
             ]);
         }
         table.emit();
+        match &report.advisory_db {
+            Some(db) => eprintln!("advisory database: {} at {}", db.describe(), db.path),
+            None => eprintln!("advisory database: none, dependencies NOT checked"),
+        }
         eprintln!("checked: {}", report.checked.join("; "));
     }
     if failed {

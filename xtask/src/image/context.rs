@@ -1,12 +1,17 @@
 //! The build context, made in memory: a generated Dockerfile, the static
-//! binary and the Cargo.lock it was built from (so `scan` can read the exact
-//! dependency set back out of the image itself).
+//! binary, the Cargo.lock it was built from (so `scan` can read the exact
+//! dependency set back out of the image itself) and its SBOM.
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 
 /// Where the image carries the lockfile its binary was built from.
 pub const LOCKFILE_IN_IMAGE: &str = "usr/share/app/Cargo.lock";
+/// Where the image carries its CycloneDX SBOM (see docs/SUPPLY-CHAIN.md for why inside).
+pub const SBOM_IN_IMAGE: &str = "usr/share/app/sbom.cdx.json";
+/// Labels that find the SBOM in the image and check it was not swapped.
+pub const SBOM_PATH_LABEL: &str = "xtask.sbom.path";
+pub const SBOM_DIGEST_LABEL: &str = "xtask.sbom.sha256";
 pub const APP_PORT: u16 = 8080;
 /// A fixed non-root id: scratch has no /etc/passwd, and 65532 is distroless' `nonroot`.
 pub const APP_USER: &str = "65532:65532";
@@ -29,6 +34,7 @@ pub fn dockerfile(labels: &BTreeMap<String, String>) -> String {
         "FROM scratch\n\
          COPY app /app\n\
          COPY Cargo.lock /{LOCKFILE_IN_IMAGE}\n\
+         COPY sbom.cdx.json /{SBOM_IN_IMAGE}\n\
          ENV PORT={APP_PORT}\n\
          USER {APP_USER}\n\
          EXPOSE {APP_PORT}\n\

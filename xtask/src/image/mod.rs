@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod context;
 pub mod revision;
+pub mod sbom;
 
 use std::collections::BTreeMap;
 
@@ -66,6 +67,8 @@ pub struct BuildRequest {
     pub target_dir: Option<std::path::PathBuf>,
     /// Ignore the engine's layer cache.
     pub no_cache: bool,
+    /// Also write the image's SBOM (the one it carries) to this file.
+    pub sbom_out: Option<std::path::PathBuf>,
 }
 
 /// Compiles the app, builds the image and tags it `<repo>:<commit>` and `<repo>:<version>` (plus extras).
@@ -84,8 +87,41 @@ pub async fn build(docker: &Docker, request: &BuildRequest) -> Result<BuiltImage
     let binary = std::fs::read(&binary_path)
         .with_context(|| format!("reading {}", binary_path.display()))?;
     let lock_path = workspace::root().join("Cargo.lock");
-    let lockfile =
-        std::fs::read(&lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
+    let lock_text = std::fs::read_to_string(&lock_path)
+        .with_context(|| format!("reading {}", lock_path.display()))?;
+    // The image carries the lockfile and SBOM of what is compiled into the
+    // binary, not of the whole workspace (xtask's own packages never ship).
+    let resolved = sbom::resolve(&workspace::root(), "app", binary::TARGET)?;
+    let lockfile = sbom::pruned_lockfile(&lock_text, &resolved)
+        .with_context(|| format!("cutting {} down to the app's packages", lock_path.display()))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let binary_sha256 = sbom::sha256_hex(&binary);
+    let checksums = sbom::checksums(&lock_text)?;
+    let document = sbom::cyclonedx(
+        &resolved,
+        &sbom::Subject {
+            binary_sha256: &binary_sha256,
+            target: binary::TARGET,
+            revision: &revision.full(),
+            created: &created,
+            checksums: &checksums,
+        },
+    );
+    let sbom_bytes = serde_json::to_vec_pretty(&document).context("serializing the SBOM")?;
+    if let Some(path) = &request.sbom_out {
+        std::fs::write(path, &sbom_bytes)
+            .with_context(|| format!("--sbom {}: writing the SBOM", path.display()))?;
+    }
+    let mut labels = context::oci_labels(version, &revision.full(), &created);
+    labels.insert(
+        context::SBOM_PATH_LABEL.into(),
+        format!("/{}", context::SBOM_IN_IMAGE),
+    );
+    labels.insert(
+        context::SBOM_DIGEST_LABEL.into(),
+        sbom::sha256_hex(&sbom_bytes),
+    );
     let files = [
         context::File {
             path: "app".into(),
@@ -94,13 +130,15 @@ pub async fn build(docker: &Docker, request: &BuildRequest) -> Result<BuiltImage
         },
         context::File {
             path: "Cargo.lock".into(),
-            contents: lockfile,
+            contents: lockfile.into_bytes(),
+            mode: 0o644,
+        },
+        context::File {
+            path: "sbom.cdx.json".into(),
+            contents: sbom_bytes,
             mode: 0o644,
         },
     ];
-    let version = env!("CARGO_PKG_VERSION");
-    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let labels = context::oci_labels(version, &revision.full(), &created);
     let tar = context::tar(&context::dockerfile(&labels), &files)?;
     let mut tags = vec![revision.tag(), version.to_owned()];
     tags.extend(request.extra_tags.iter().cloned());

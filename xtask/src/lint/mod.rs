@@ -1,7 +1,8 @@
 //! `cargo xtask lint`: every infrastructure file checked by the program that
 //! reads it in production (nginx, promtool, amtool, docker-compose, kubectl),
-//! plus typed checks where those programs are lenient. One module per kind of
-//! file; each check takes a path so tests can run it on a broken copy.
+//! plus typed checks where those programs are lenient, plus the linters users
+//! run themselves (actionlint, hadolint, checkov; see `tools`). One module per
+//! kind of file; each check takes a path so tests can run it on a broken copy.
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
@@ -19,6 +20,8 @@ pub mod haproxy;
 pub mod kubernetes;
 pub mod nginx;
 pub mod prometheus;
+pub mod tools;
+pub mod waivers;
 pub mod workflows;
 
 /// One check of one file.
@@ -144,7 +147,8 @@ pub fn check_tree(root: &Path) -> Vec<Outcome> {
     for file in files(&root.join(".github/workflows"), "", ".yml") {
         plan.push(("workflow commands", file, workflows::check));
     }
-    plan.into_iter()
+    let mut outcomes: Vec<Outcome> = plan
+        .into_iter()
         .map(|(check, path, run)| {
             let result = run(&path);
             Outcome {
@@ -158,7 +162,9 @@ pub fn check_tree(root: &Path) -> Vec<Outcome> {
                 error: result.err().map(|e| format!("{e:#}")),
             }
         })
-        .collect()
+        .collect();
+    outcomes.extend(tools::check_tree(root));
+    outcomes
 }
 
 /// Files in `dir` named `prefix*suffix`, sorted so output is stable.

@@ -1,32 +1,30 @@
 //! Known vulnerabilities in the image's dependencies: the RustSec database
 //! matched against the Cargo.lock the image carries.
-use std::{
-    path::{Path, PathBuf},
-    str::FromStr,
-};
+use std::{path::Path, str::FromStr};
 
 use anyhow::{Context, Result};
 
-use super::{Finding, Severity};
+use super::{database, Finding, Severity};
 
-/// Where cargo-audit keeps its copy: `$CARGO_HOME/advisory-db`.
-pub fn default_location() -> Option<PathBuf> {
-    std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("advisory-db"))
-}
-
-/// Returns the findings and a line saying what was checked.
-pub fn check(lockfile_text: &str, db_path: Option<&Path>) -> Result<(Vec<Finding>, String)> {
+/// The findings, a line saying what was checked, and which database it was.
+pub fn check(
+    lockfile_text: &str,
+    db_path: Option<&Path>,
+) -> Result<(Vec<Finding>, String, Option<database::Provenance>)> {
     let lockfile = rustsec::Lockfile::from_str(lockfile_text)
         .context("parsing the Cargo.lock carried by the image")?;
-    let chosen = db_path.map(Path::to_path_buf).or_else(default_location);
-    let db = match &chosen {
-        Some(path) if path.join("crates").is_dir() => rustsec::Database::open(path)
-            .with_context(|| format!("opening the advisory database at {}", path.display()))?,
+    let chosen = db_path
+        .map(Path::to_path_buf)
+        .or_else(database::default_location);
+    let (db, path) = match &chosen {
+        Some(path) if database::is_database(path) => (
+            rustsec::Database::open(path)
+                .with_context(|| format!("opening the advisory database at {}", path.display()))?,
+            path,
+        ),
         Some(path) if db_path.is_some() => anyhow::bail!(
-            "--advisory-db {}: not a RustSec advisory database (no crates/ folder inside)",
+            "--advisory-db {}: not a RustSec advisory database (no crates/ folder inside); fetch one there with `cargo xtask scan --update-db --advisory-db {}`",
+            path.display(),
             path.display()
         ),
         _ => {
@@ -35,15 +33,16 @@ pub fn check(lockfile_text: &str, db_path: Option<&Path>) -> Result<(Vec<Finding
                 id: "rustsec/no-database".into(),
                 severity: Severity::Medium,
                 title: "no RustSec advisory database: dependencies were NOT checked for known vulnerabilities".into(),
-                detail: format!("looked in {looked}; clone github.com/rustsec/advisory-db there or pass --advisory-db PATH"),
+                detail: format!("looked in {looked}; run `cargo xtask scan --update-db` to fetch it there, or pass --advisory-db PATH"),
                 source: "rustsec".into(),
                 location: "Cargo.lock".into(),
             };
-            return Ok((vec![finding], "RustSec: no database".into()));
+            return Ok((vec![finding], "RustSec: no database".into(), None));
         }
     };
+    let provenance = database::provenance(path, db.iter().count());
     let vulnerabilities = db.vulnerabilities(&lockfile);
-    let findings = vulnerabilities
+    let mut findings: Vec<Finding> = vulnerabilities
         .into_iter()
         .map(|v| {
             let severity =
@@ -72,12 +71,24 @@ pub fn check(lockfile_text: &str, db_path: Option<&Path>) -> Result<(Vec<Finding
             }
         })
         .collect();
-    Ok((
-        findings,
-        format!(
-            "RustSec: {} advisories against {} packages",
-            db.iter().count(),
-            lockfile.packages.len()
-        ),
-    ))
+    if let Some(age) = provenance
+        .age_days
+        .filter(|d| *d > database::STALE_AFTER_DAYS)
+    {
+        findings.push(Finding {
+            id: "rustsec/stale-database".into(),
+            severity: Severity::Info,
+            title: format!("the advisory database is {age} days old: advisories published since were not checked"),
+            detail: "run `cargo xtask scan --update-db` where the network reaches GitHub".into(),
+            source: "rustsec".into(),
+            location: provenance.path.clone(),
+        });
+    }
+    let checked = format!(
+        "RustSec: {} advisories against {} packages (database {})",
+        provenance.advisories,
+        lockfile.packages.len(),
+        provenance.describe()
+    );
+    Ok((findings, checked, Some(provenance)))
 }

@@ -3,6 +3,7 @@
 //! carries), image policy (non-root, healthcheck, size, no secrets, no
 //! setuid), and trivy/grype findings when either is installed.
 pub mod advisories;
+pub mod database;
 pub mod external;
 pub mod layers;
 pub mod policy;
@@ -67,6 +68,8 @@ pub struct ScanReport {
     pub findings: Vec<Finding>,
     /// What was checked, so "no findings" is never confused with "not looked".
     pub checked: Vec<String>,
+    /// The advisory database the dependencies were checked against (None: not checked).
+    pub advisory_db: Option<database::Provenance>,
 }
 
 impl ScanReport {
@@ -103,11 +106,13 @@ pub async fn scan(docker: &Docker, image: &str, options: &ScanOptions) -> Result
             contents.layer_count
         ),
     ];
+    let mut advisory_db = None;
     match &contents.lockfile {
         Some(lockfile) => {
-            let (found, what) = advisories::check(lockfile, options.advisory_db.as_deref())?;
+            let (found, what, db) = advisories::check(lockfile, options.advisory_db.as_deref())?;
             findings.extend(found);
             checked.push(what);
+            advisory_db = db;
         }
         None => findings.push(Finding {
             id: "policy/no-lockfile".into(),
@@ -143,5 +148,6 @@ pub async fn scan(docker: &Docker, image: &str, options: &ScanOptions) -> Result
         image_id: inspect.id.unwrap_or_default(),
         findings,
         checked,
+        advisory_db,
     })
 }
