@@ -56,7 +56,7 @@ async fn http_redirects_to_https_which_answers_with_security_headers_and_request
     assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_security_headers(none.headers());
 
-    let logs = stack.balancer.logs(20).await;
+    let logs = logs_containing(&stack.balancer, &format!("rid={id}")).await;
     let line = logs
         .lines()
         .find(|l| l.contains(&format!("rid={id}")))
@@ -148,7 +148,7 @@ async fn metrics_are_refused_outside_the_allow_list_and_served_inside_it() {
         StatusCode::OK,
         "only /metrics is restricted"
     );
-    let logs = denied.balancer.logs(5).await;
+    let logs = logs_containing(&denied.balancer, &format!("{gateway}:")).await;
     assert!(
         logs.contains(&format!("{gateway}:")),
         "requests did not come from the gateway {gateway}:\n{logs}"
@@ -168,4 +168,18 @@ async fn metrics_are_refused_outside_the_allow_list_and_served_inside_it() {
     assert_eq!(served.status(), StatusCode::OK);
     let body = served.text().await.unwrap();
     assert!(body.contains("app_build_info"), "not the app's metrics");
+}
+
+/// The balancer's last log lines once `needle` is among them (HAProxy writes
+/// a request's line when the request ends, a moment after the client has its answer).
+async fn logs_containing(balancer: &xtask::haproxy::HaproxyBalancer, needle: &str) -> String {
+    let mut logs = String::new();
+    for _ in 0..40 {
+        logs = balancer.logs(50).await;
+        if logs.contains(needle) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    logs
 }
