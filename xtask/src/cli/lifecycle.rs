@@ -179,3 +179,52 @@ pub async fn down(env_arg: EnvArg) -> Result<ExitCode> {
     .await?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+    /// Show what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `prune`: the images of releases no longer kept in history, under the
+/// lock (a deploy in flight may be about to run an image that looks old).
+pub async fn prune(args: PruneArgs) -> Result<ExitCode> {
+    use crate::deploy::records::HistoryStore;
+    let env = load_env(&args.env)?;
+    let target = connect(&env, &args.env).await?;
+    let pruned = lock::while_held(&target, &env, "prune", async |_| {
+        let history = target.read_history().await?;
+        target.prune(&history.needed(), args.dry_run).await
+    })
+    .await?;
+    let Some(pruned) = pruned else {
+        eprintln!(
+            "{}: the platform removes unused images itself; nothing to prune",
+            env.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    if args.json {
+        report::print_json(&serde_json::json!({ "dry_run": args.dry_run, "pruned": pruned }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut table = report::Table::new(&format!("prune {}", env.name), &["image", "action"]);
+    for image in &pruned.removed {
+        table.row(vec![image.clone(), verb.into()]);
+    }
+    for (image, why) in &pruned.kept {
+        table.row(vec![image.clone(), format!("kept: {why}")]);
+    }
+    table.emit();
+    Ok(ExitCode::SUCCESS)
+}

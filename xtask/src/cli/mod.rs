@@ -55,6 +55,8 @@ pub enum Command {
     Up(releases::EnvArg),
     /// Stop an environment's instances and balancer (history is kept)
     Down(releases::EnvArg),
+    /// Remove the images of releases no longer kept in history [--dry-run]
+    Prune(lifecycle::PruneArgs),
     /// Benchmarks: image build and push, deploy and rollback, each against a baseline
     #[command(subcommand)]
     Bench(crate::bench::Bench),
@@ -106,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Route(args) => lifecycle::route(args).await,
         Command::Up(args) => lifecycle::up(args).await,
         Command::Down(args) => lifecycle::down(args).await,
+        Command::Prune(args) => lifecycle::prune(args).await,
         Command::Bench(bench) => crate::bench::run(bench).await,
         Command::Lint { json } => lint::run(json),
     }

@@ -213,6 +213,17 @@ async fn locked(
         }
     };
     write_final(target, &history).await?;
+    if report.succeeded && env.file.deploy.prune {
+        match target.prune(&history.needed(), false).await {
+            Ok(Some(pruned)) if !pruned.removed.is_empty() => eprintln!(
+                "pruned {} image(s) of releases no longer kept: {}",
+                pruned.removed.len(),
+                pruned.removed.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: pruning old images: {e:#} (`cargo xtask prune` retries)"),
+        }
+    }
     Ok(report)
 }
 

@@ -218,6 +218,16 @@ impl History {
         }
     }
 
+    /// The releases whose images must stay: every one kept in history that
+    /// can serve, or is in progress (its image is about to run).
+    pub fn needed(&self) -> Vec<Release> {
+        self.releases
+            .iter()
+            .filter(|r| r.outcome != Outcome::Failed)
+            .cloned()
+            .collect()
+    }
+
     /// Keeps `keep` releases that can serve (the active one and the newest
     /// rollback targets), and failed or unfinished ones only among the
     /// newest `keep` records: failures never push out a release that

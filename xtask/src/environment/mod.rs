@@ -104,6 +104,14 @@ pub struct DeployConfig {
     /// the ones serving. More is faster and needs more spare capacity.
     #[serde(default = "default_surge")]
     pub surge: usize,
+    /// After each successful deploy, remove the images of releases no
+    /// longer kept in history (`cargo xtask prune` does it by hand).
+    #[serde(default = "default_prune")]
+    pub prune: bool,
+}
+
+fn default_prune() -> bool {
+    true
 }
 
 fn default_surge() -> usize {

@@ -263,6 +263,15 @@ impl Target for Recording {
     async fn stop_all(&self) -> Result<()> {
         self.call("stop_all".into())
     }
+    async fn prune(
+        &self,
+        kept: &[Release],
+        _dry_run: bool,
+    ) -> Result<Option<crate::targets::docker::Pruned>> {
+        let ids: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
+        self.call(format!("prune keeping {}", ids.join(",")))?;
+        Ok(None)
+    }
     async fn plan(&self, _release: &Release) -> Result<serde_json::Value> {
         Ok(serde_json::Value::Null)
     }

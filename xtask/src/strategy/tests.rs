@@ -10,6 +10,10 @@ use crate::{
 };
 
 fn env(strategy: &str, surge: usize) -> Environment {
+    env_pruning(strategy, surge, false)
+}
+
+fn env_pruning(strategy: &str, surge: usize, prune: bool) -> Environment {
     let text = format!(
         r#"[target]
 kind = "docker"
@@ -18,6 +22,7 @@ repo = "xtask-app"
 [deploy]
 replicas = 3
 surge = {surge}
+prune = {prune}
 strategy = "{strategy}"
 keep_releases = 5
 lock_ttl_seconds = 60
@@ -334,4 +339,23 @@ async fn a_run_that_lost_its_lock_stops_without_touching_anything_more() {
         1,
         "only the begin: {calls:?}"
     );
+}
+
+#[tokio::test]
+async fn a_successful_deploy_prunes_what_history_no_longer_keeps_and_a_failed_one_does_not() {
+    let env = env_pruning("blue-green", 1, true);
+    let target = with_r1(false, &env).await;
+    deploy::run(&target, &env, image("2"), &options())
+        .await
+        .unwrap();
+    assert_eq!(target.take().last().unwrap(), "prune keeping r1,r2");
+    target
+        .sick
+        .lock()
+        .unwrap()
+        .insert("r3".into(), Sickness::Crashes);
+    deploy::run(&target, &env, image("3"), &options())
+        .await
+        .unwrap();
+    assert!(!target.take().iter().any(|c| c.starts_with("prune")));
 }

@@ -142,6 +142,13 @@ impl Target for AnyTarget {
     async fn stop_all(&self) -> Result<()> {
         each!(self, t => t.stop_all().await)
     }
+    async fn prune(
+        &self,
+        kept: &[Release],
+        dry_run: bool,
+    ) -> Result<Option<super::docker::Pruned>> {
+        each!(self, t => t.prune(kept, dry_run).await)
+    }
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         each!(self, t => t.plan(release).await)
     }

@@ -195,6 +195,9 @@ pub trait Target: LockStore + HistoryStore {
     async fn repair(&self) -> Result<Option<serde_json::Value>>;
     /// Stops every instance (and the balancer); history and lock stay. For `down`.
     async fn stop_all(&self) -> Result<()>;
+    /// Removes the images of releases no longer kept (never one of `kept`,
+    /// never the records). None where the platform collects images itself.
+    async fn prune(&self, kept: &[Release], dry_run: bool) -> Result<Option<docker::Pruned>>;
     /// What a deploy of `release` would apply, for `--dry-run`.
     async fn plan(&self, release: &Release) -> Result<serde_json::Value>;
 }

@@ -57,6 +57,8 @@ repo = "xtask-test-app"
 replicas = 3
 strategy = "{strategy}"
 keep_releases = 5
+# Tests share one engine: only the prune test removes images.
+prune = false
 lock_ttl_seconds = 600
 [app.env]
 LOG_FORMAT = "json"
@@ -84,6 +86,13 @@ api_rate = 1000000
             https_port,
             _dir: dir,
         }
+    }
+
+    /// Replaces `from` (which must be there) with `to` in the file.
+    pub fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        assert!(text.contains(from), "{from} not in {}", self.path.display());
+        std::fs::write(&self.path, text.replacen(from, to, 1)).unwrap();
     }
 
     /// Adds TOML at the end of the file (a new table).

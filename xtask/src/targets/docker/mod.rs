@@ -4,6 +4,7 @@
 //! It moves traffic itself, so it has no native rollout and undoes by
 //! converging with the shared code.
 mod instances;
+mod prune;
 mod records;
 mod traffic;
 
@@ -19,6 +20,7 @@ use futures_util::future::join_all;
 
 pub use instances::Instance;
 use instances::{list_scoped, remove_forced};
+pub use prune::{prune_images, Pruned};
 
 use super::{Caps, Check, InstanceState, InstanceView, Observation, Seen, Split, Target};
 use crate::{
@@ -56,6 +58,8 @@ pub struct DockerTarget {
     /// `<app>--<env>`: prefixes every container and record of this environment.
     scope: String,
     app: String,
+    /// image.repo: the images `prune` may remove.
+    repo: String,
     env_name: String,
     drain_seconds: f64,
     health_path: String,
@@ -99,6 +103,7 @@ impl DockerTarget {
             runtime_dir,
             scope,
             app,
+            repo: env.file.image.repo.clone(),
             env_name: env.name.clone(),
             drain_seconds: env.file.health.drain_seconds,
             health_path: env.file.health.path.clone(),
@@ -430,6 +435,12 @@ impl Target for DockerTarget {
         let stopped = join_all(all.iter().map(|i| self.stop_instance(i))).await;
         stopped.into_iter().collect::<Result<()>>()?;
         self.balancer.stop()
+    }
+
+    async fn prune(&self, kept: &[Release], dry_run: bool) -> Result<Option<Pruned>> {
+        prune_images(&self.docker, &self.repo, kept, dry_run)
+            .await
+            .map(Some)
     }
 
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {

@@ -208,6 +208,15 @@ impl Target for KubeTarget {
         )
     }
 
+    /// The kubelet collects unused images on each node by itself.
+    async fn prune(
+        &self,
+        _kept: &[Release],
+        _dry_run: bool,
+    ) -> Result<Option<crate::targets::docker::Pruned>> {
+        Ok(None)
+    }
+
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         Ok(
             serde_json::json!({ "kind": "kubernetes", "objects": manifests::render(self, release)? }),

@@ -43,6 +43,8 @@ pub struct SwarmTarget {
     docker: Docker,
     /// `<app>-<env>`: prefixes the services, configs and secrets of this environment.
     scope: String,
+    /// image.repo: the images `prune` may remove.
+    repo: String,
     env_name: String,
     settings: SwarmConfig,
     drain_seconds: f64,
@@ -106,6 +108,7 @@ impl SwarmTarget {
             runtime_dir,
             scope,
             env_name: env.name.clone(),
+            repo: env.file.image.repo.clone(),
             settings: env.swarm(),
             drain_seconds: env.file.health.drain_seconds,
             public_url: env.public_url(),
@@ -302,6 +305,17 @@ impl Target for SwarmTarget {
 
     async fn stop_all(&self) -> Result<()> {
         self.scale_down_all().await
+    }
+
+    /// The manager's engine only: other nodes keep what they pulled.
+    async fn prune(
+        &self,
+        kept: &[Release],
+        dry_run: bool,
+    ) -> Result<Option<crate::targets::docker::Pruned>> {
+        crate::targets::docker::prune_images(&self.docker, &self.repo, kept, dry_run)
+            .await
+            .map(Some)
     }
 
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
