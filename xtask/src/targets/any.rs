@@ -19,6 +19,8 @@ use crate::{
     progress::Step,
 };
 
+// One per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyTarget {
     Docker(DockerTarget),
     Swarm(SwarmTarget),
