@@ -477,14 +477,21 @@ impl Target for DockerTarget {
             }
         }
         let weights = traffic::weights(split, &running)?;
-        let mut commands = Vec::new();
+        // HAProxy runs the commands of one exec in order and may serve
+        // requests between two of them: raise weights before lowering any,
+        // so there is never a moment with no server in traffic.
+        let (mut raise, mut lower) = (Vec::new(), Vec::new());
         for (name, row) in &slot_of_instance {
             let slot = row.slot.expect("slot_of finds slots only");
             let weight = weights.get(name).copied().unwrap_or(0);
-            if u32::from(weight) != row.user_weight {
-                commands.push(Command::set_weight(slot, weight)?);
+            match u32::from(weight).cmp(&row.user_weight) {
+                std::cmp::Ordering::Greater => raise.push(Command::set_weight(slot, weight)?),
+                std::cmp::Ordering::Less => lower.push(Command::set_weight(slot, weight)?),
+                std::cmp::Ordering::Equal => {}
             }
         }
+        let mut commands = raise;
+        commands.append(&mut lower);
         // A slot whose instance is gone (removed by hand, crashed away) leaves.
         let known: Vec<&str> = slot_of_instance.values().map(|r| r.name.as_str()).collect();
         for row in rows.iter().filter(|r| r.status != ServerStatus::Maint) {
