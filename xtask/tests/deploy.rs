@@ -83,6 +83,10 @@ async fn rolling_and_blue_green_deploys_under_keep_alive_load_fail_no_request() 
     );
     assert_eq!(blue_green["strategy"], "blue-green");
     let report = load.stop().await;
+    eprintln!(
+        "rolling + blue-green under load: {} requests ok, {} failed",
+        report.ok, report.failed
+    );
 
     assert_eq!(
         report.failed, 0,
