@@ -648,3 +648,64 @@ impl Target for DockerTarget {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::Slot;
+
+    fn row(status: ServerStatus, check_status: &str, code: Option<u16>) -> ServerStat {
+        ServerStat {
+            name: "s1".into(),
+            slot: Some(Slot(1)),
+            addr: "172.20.0.3:9000".into(),
+            status,
+            weight: 0,
+            user_weight: 0,
+            check_status: check_status.into(),
+            check_code: code,
+            check_desc: String::new(),
+            check_failures: 0,
+            current_sessions: 0,
+            total_sessions: 0,
+            selected_total: 0,
+            hrsp_2xx: 0,
+            hrsp_4xx: 0,
+            hrsp_5xx: 0,
+            connect_errors: 0,
+            response_errors: 0,
+            last_change_seconds: 0,
+        }
+    }
+
+    #[test]
+    fn only_plain_up_is_ready_and_down_is_a_failure_with_its_evidence() {
+        let ready = |c: Check| matches!(c, Check::Reported { ready: true });
+        assert!(ready(check_of(&row(ServerStatus::Up, "L7OK", Some(200)))));
+        // Right after maint -> ready, before any check, with a stale L7OK.
+        let fresh = row(ServerStatus::GoingDown("1/2".into()), "L7OK", Some(200));
+        assert!(!ready(check_of(&fresh)));
+        let coming_back = row(ServerStatus::GoingUp("1/2".into()), "L7OK", Some(200));
+        assert!(!ready(check_of(&coming_back)));
+        match check_of(&row(ServerStatus::Down, "L7STS", Some(503))) {
+            Check::Failed { reason } => {
+                assert!(reason.contains("L7STS, HTTP 503"), "{reason}");
+                assert!(reason.contains("172.20.0.3:9000"), "{reason}");
+            }
+            other => panic!("DOWN must be a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_free_slot_keeps_its_last_address_but_serves_no_instance() {
+        let addr: SocketAddr = "172.20.0.3:9000".parse().unwrap();
+        let rows = [row(ServerStatus::Maint, "", None)];
+        assert!(slot_of(&rows, Some(addr)).is_none());
+        let rows = [row(ServerStatus::Up, "L7OK", Some(200))];
+        assert_eq!(
+            slot_of(&rows, Some(addr)).map(|r| r.name.as_str()),
+            Some("s1")
+        );
+        assert!(slot_of(&rows, None).is_none());
+    }
+}
