@@ -57,7 +57,13 @@ async fn run_steps(outcomes: &mut Vec<Outcome>) -> Result<()> {
     let started = Instant::now();
     let engine = {
         let _group = report::group("engine start");
-        engine::start().await
+        match engine::start().await {
+            // The Docker target's deploys find the balancer image, never build it.
+            Ok(started) => crate::haproxy::image::ensure_on(&started.state.docker_host, false)
+                .await
+                .map(|_| started),
+            Err(e) => Err(e),
+        }
     };
     let engine = record(outcomes, "engine start", started, engine)?;
     eprintln!(

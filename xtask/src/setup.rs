@@ -50,6 +50,13 @@ pub const HAPROXY: &[Tool] = &[Tool {
     package: "haproxy",
 }];
 
+/// A third-party HTTP server for the tests that deploy an image other than
+/// the app: Debian's static busybox (`httpd`), copied into a FROM-scratch image.
+pub const BUSYBOX: &[Tool] = &[Tool {
+    program: "busybox",
+    package: "busybox-static",
+}];
+
 pub const LINT: &[Tool] = &[
     Tool {
         program: "nginx",

@@ -1,4 +1,4 @@
-//! The deploy engine on the real engine and real nginx, with keep-alive load
+//! The deploy engine on the real engine and the HAProxy balancer container, with keep-alive load
 //! sent only to 127.0.0.1: zero failed requests through rolling and
 //! blue-green deploys and through automatic rollbacks.
 mod support;
@@ -25,6 +25,7 @@ async fn setup(
     let (docker, _) = support::docker().await;
     let v1 = support::built_image(&docker).await.tags[0].clone();
     let v2 = support::second_image(&docker).await;
+    support::balancer_image(&docker).await;
     (
         serial,
         v1,
@@ -82,6 +83,10 @@ async fn rolling_and_blue_green_deploys_under_keep_alive_load_fail_no_request() 
     );
     assert_eq!(blue_green["strategy"], "blue-green");
     let report = load.stop().await;
+    eprintln!(
+        "rolling + blue-green under load: {} requests ok, {} failed",
+        report.ok, report.failed
+    );
 
     assert_eq!(
         report.failed, 0,

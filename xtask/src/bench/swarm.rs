@@ -216,6 +216,7 @@ async fn peer(docker: &Docker, docker_host: &str, v1: &str, v2: &str) -> Result<
             https_port,
             http_port: super::free_port()?,
             api_rate: 1_000_000,
+            metrics_port: None,
         },
     );
     let figures = async {

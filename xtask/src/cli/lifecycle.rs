@@ -116,7 +116,8 @@ pub async fn route(args: RouteArgs) -> Result<ExitCode> {
 
 /// `up`: the main job on the local default. Engine, build, scan, deploy dev, print the URL.
 pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
-    engine::start().await?;
+    let started = engine::start().await?;
+    crate::haproxy::image::ensure_on(&started.state.docker_host, true).await?;
     let env = load_env(&env_arg)?;
     let target = connect(&env, &env_arg).await?;
     let image = current_image(&target, &env, false).await?;

@@ -118,6 +118,12 @@ async fn engine_command(action: EngineAction) -> Result<ExitCode> {
     match action {
         EngineAction::Start { swarm, json } => {
             let started = engine::start().await?;
+            // Deploys never build the balancer image (that needs haproxy on this machine).
+            let balancer =
+                crate::haproxy::image::ensure_on(&started.state.docker_host, json).await?;
+            if !json {
+                eprintln!("balancer image: {balancer}");
+            }
             if swarm {
                 let docker = engine::connect(&started.state.docker_host).await?;
                 engine::swarm::ensure_single_node(&docker).await?;

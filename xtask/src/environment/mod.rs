@@ -126,7 +126,7 @@ fn default_lock_ttl() -> u64 {
     900
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     #[serde(default)]
@@ -134,6 +134,24 @@ pub struct AppConfig {
     /// NAME = "env:VARIABLE" or "file:/path": resolved on the deploying machine at deploy time.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Docker target: the port the image listens on inside its container
+    /// (passed to it as PORT); the balancer reaches it there on the network.
+    #[serde(default = "default_app_port")]
+    pub port: u16,
+}
+
+fn default_app_port() -> u16 {
+    8080
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            port: default_app_port(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -183,6 +201,8 @@ pub struct BalancerConfig {
     /// Per-client request budget for the API (requests per second).
     #[serde(default = "default_api_rate")]
     pub api_rate: u32,
+    /// Docker target: the balancer's Prometheus exporter on 127.0.0.1 (none: a port the engine picks).
+    pub metrics_port: Option<u16>,
 }
 
 fn default_api_rate() -> u32 {

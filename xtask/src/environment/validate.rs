@@ -174,6 +174,22 @@ impl Environment {
         if b.api_rate == 0 {
             bail!(self.field_error("balancer.api_rate", 0, "must be above 0"));
         }
+        if let Some(port) = b.metrics_port {
+            if port == 0 || port == b.https_port || port == b.http_port {
+                bail!(self.field_error(
+                    "balancer.metrics_port",
+                    port,
+                    "must be above 0 and differ from https_port and http_port (leave it out for a port the engine picks)"
+                ));
+            }
+        }
+        if self.file.app.port == 0 {
+            bail!(self.field_error(
+                "app.port",
+                0,
+                "must be 1 to 65535: the port the image listens on in its container"
+            ));
+        }
         Ok(())
     }
 

@@ -110,7 +110,26 @@ impl Tally {
                     }
                 }
             }
-            Some(Check::Reported { ready }) => self.ready = *ready,
+            Some(Check::Reported { ready }) => {
+                self.ready = *ready;
+                self.failures_in_a_row = 0;
+            }
+            Some(Check::Failed { reason }) => {
+                self.last = reason.clone();
+                self.ready = false;
+                self.successes = 0;
+                if now.duration_since(self.first_seen) >= Duration::from_millis(h.initial_delay_ms)
+                {
+                    self.failures_in_a_row += 1;
+                    self.first_failure.get_or_insert(now);
+                    if self.failures_in_a_row >= h.failure_threshold {
+                        return Err(format!(
+                            "instance {name}: {reason} ({} looks in a row)",
+                            self.failures_in_a_row
+                        ));
+                    }
+                }
+            }
             None => {}
         }
         if !self.ready && now.duration_since(self.first_seen) > h.deadline() {

@@ -95,3 +95,71 @@ fn an_exit_a_restart_or_the_deadline_fail_at_once() {
         "{err}"
     );
 }
+
+fn checked(check: Check) -> Seen {
+    Seen {
+        check: Some(check),
+        ..seen(UP, None)
+    }
+}
+
+#[test]
+fn a_failed_balancer_check_counts_like_a_failed_probe_and_names_its_evidence() {
+    let (h, t0) = (health(), Instant::now());
+    let down = || {
+        checked(Check::Failed {
+            reason: "HAProxy check L7STS, HTTP 503".into(),
+        })
+    };
+    let mut tally = Tally::new(t0);
+    // Inside the initial delay (an app still binding its port) it does not count.
+    for _ in 0..5 {
+        tally.take(&down(), &h, t0).unwrap();
+    }
+    let later = t0 + Duration::from_secs(2);
+    tally.take(&down(), &h, later).unwrap();
+    let err = tally.take(&down(), &h, later).unwrap_err();
+    assert!(
+        err.contains("HAProxy check L7STS, HTTP 503 (2 looks in a row)"),
+        "{err}"
+    );
+    assert!(!tally.ready);
+}
+
+#[test]
+fn a_never_ready_instance_is_never_reported_ready() {
+    let (h, t0) = (health(), Instant::now());
+    let mut tally = Tally::new(t0);
+    // UP after maint before any check ("UP 1/2"), then DOWN: never ready.
+    let looks = [
+        Check::Reported { ready: false },
+        Check::Failed {
+            reason: "DOWN".into(),
+        },
+        Check::Reported { ready: false },
+    ];
+    for (i, check) in looks.into_iter().cycle().take(60).enumerate() {
+        let now = t0 + Duration::from_millis(100 * i as u64);
+        match tally.take(&checked(check), &h, now) {
+            Ok(()) => assert!(!tally.ready),
+            Err(e) => {
+                assert!(e.contains("deadline"), "{e}");
+                return;
+            }
+        }
+    }
+    let err = tally
+        .take(&down_look(), &h, t0 + Duration::from_secs(11))
+        .unwrap_err();
+    assert!(
+        err.contains("deadline") || err.contains("in a row"),
+        "{err}"
+    );
+    assert!(!tally.ready);
+}
+
+fn down_look() -> Seen {
+    checked(Check::Failed {
+        reason: "DOWN".into(),
+    })
+}

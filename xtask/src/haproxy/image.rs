@@ -43,6 +43,42 @@ pub async fn ensure(docker: &Docker, quiet: bool) -> Result<String> {
     Ok(reference)
 }
 
+/// `ensure` on the engine at `docker_host`: for `engine start`, `up` and CI,
+/// which may install and build; a deploy only looks the image up (`find`).
+pub async fn ensure_on(docker_host: &str, quiet: bool) -> Result<String> {
+    let docker = crate::engine::connect(docker_host).await?;
+    ensure(&docker, quiet)
+        .await
+        .context("building the balancer image")
+}
+
+/// The newest balancer image the engine has. A deploy never builds it (that
+/// needs haproxy installed on this machine): none is an error naming the
+/// command that builds it.
+pub async fn find(docker: &Docker) -> Result<String> {
+    let filters =
+        std::collections::HashMap::from([("reference".to_owned(), vec![REPO.to_owned()])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .context("listing the balancer images")?;
+    images
+        .into_iter()
+        .filter(|i| i.repo_tags.iter().any(|t| t.starts_with(&format!("{REPO}:"))))
+        .max_by_key(|i| i.created)
+        .and_then(|i| {
+            i.repo_tags
+                .into_iter()
+                .find(|t| t.starts_with(&format!("{REPO}:")))
+        })
+        .with_context(|| {
+            format!("the engine has no balancer image ({REPO}): run `cargo xtask engine start` (or `cargo xtask up`), which builds it from this machine's haproxy, then deploy again")
+        })
+}
+
 fn dockerfile(version: &str) -> String {
     format!(
         "FROM scratch\n\

@@ -65,6 +65,7 @@ pub struct Settings {
     /// Host ports, published on 127.0.0.1 only.
     pub https_port: u16,
     pub http_port: u16,
+    /// 0: a free port the engine picks (see `published_port`).
     pub exporter_port: u16,
     pub haproxy: HaproxySettings,
     /// Certificate chain then private key, PEM (see `dev_pem`).
@@ -166,7 +167,11 @@ impl HaproxyBalancer {
         let publish = |port: u16| {
             Some(vec![PortBinding {
                 host_ip: Some("127.0.0.1".into()),
-                host_port: Some(port.to_string()),
+                host_port: Some(if port == 0 {
+                    String::new()
+                } else {
+                    port.to_string()
+                }),
             }])
         };
         let ports = HashMap::from([

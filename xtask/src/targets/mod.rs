@@ -100,6 +100,10 @@ pub enum Check {
     Probe(ProbeResult),
     /// The orchestrator's own readiness verdict (a Deployment's ready replicas).
     Reported { ready: bool },
+    /// The balancer's own health check failed (HAProxy: the slot is DOWN),
+    /// with its evidence (check status and HTTP code). Counted like a failed
+    /// probe: `failure_threshold` looks in a row after the initial delay.
+    Failed { reason: String },
 }
 
 #[derive(Debug, Clone, Serialize)]

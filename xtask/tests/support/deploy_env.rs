@@ -1,5 +1,6 @@
 //! A throwaway environment for deploy tests: its own name, ports and state,
-//! all removed on drop (instances, records, nginx, runtime folder).
+//! all removed on drop (instances, records, the balancer container and its
+//! network, runtime folder).
 use std::{path::PathBuf, process::Output};
 
 use xtask::{
@@ -17,6 +18,25 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new(label: &str, strategy: &str, initial_delay_ms: u64) -> TestEnv {
         Self::with_target(label, "docker", strategy, initial_delay_ms, 0.5)
+    }
+
+    /// A Docker environment for an image that is not the app: `repo`,
+    /// listening on `port` in its container, healthy on `health_path`.
+    pub fn any_image(
+        label: &str,
+        strategy: &str,
+        repo: &str,
+        port: u16,
+        health_path: &str,
+    ) -> TestEnv {
+        let env = Self::with_target(label, "docker", strategy, 0, 0.5);
+        let text = std::fs::read_to_string(&env.path)
+            .unwrap()
+            .replace("repo = \"xtask-test-app\"", &format!("repo = \"{repo}\""))
+            .replace("path = \"/ready\"", &format!("path = \"{health_path}\""))
+            .replace("[app.env]", &format!("[app]\nport = {port}\n[app.env]"));
+        std::fs::write(&env.path, text).unwrap();
+        env
     }
 
     /// A swarm environment: tasks drain 2 s (the slots follow swarm's

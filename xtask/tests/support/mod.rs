@@ -179,6 +179,21 @@ pub async fn second_image(docker: &Docker) -> String {
     .clone()
 }
 
+static BALANCER: OnceCell<String> = OnceCell::const_new();
+
+/// The balancer image the Docker target's deploys look for (`engine start`
+/// builds it; tests build it here, once per test binary).
+pub async fn balancer_image(docker: &Docker) -> String {
+    BALANCER
+        .get_or_init(|| async {
+            xtask::haproxy::image::ensure(docker, true)
+                .await
+                .expect("building the balancer image")
+        })
+        .await
+        .clone()
+}
+
 /// Deploy tests share two cores: one at a time keeps their gates honest.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -1,14 +1,15 @@
 //! The containers of a Docker environment: one per instance, labelled with
-//! app, environment, release and colour, reachable by probes on 127.0.0.1
-//! and by the balancer through a unix socket in a bind-mounted folder.
+//! app, environment, release, colour and port, attached to the environment's
+//! network and reached there by the balancer at their address and port.
+//! Nothing of theirs is published on the host, so any HTTP image works.
 use std::{
     collections::{BTreeMap, HashMap},
-    os::unix::fs::PermissionsExt,
+    net::{IpAddr, SocketAddr},
 };
 
 use anyhow::{Context, Result};
 use bollard::{
-    models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum},
+    models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum},
     query_parameters::{
         CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
         RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -16,7 +17,7 @@ use bollard::{
     Docker,
 };
 
-use super::{labels, DockerTarget, APP_UID, DEFAULT_PORT, SOCKET_IN_CONTAINER};
+use super::{labels, DockerTarget};
 use crate::{deploy::release::Release, targets::InstanceState};
 
 /// One running copy of a release.
@@ -26,10 +27,9 @@ pub struct Instance {
     pub name: String,
     pub release: String,
     pub color: String,
-    /// `http://127.0.0.1:PORT`: probes reach the instance directly, not through the balancer.
-    pub probe_url: String,
+    /// Its address and port on the environment's network (None: not running).
+    pub addr: Option<SocketAddr>,
 }
-
 /// Every container (running or not) of `scope`, of one role or all.
 pub(super) async fn list_scoped(
     docker: &Docker,
@@ -73,36 +73,45 @@ fn random_suffix() -> String {
 }
 
 impl DockerTarget {
+    pub(super) fn instance_from(
+        &self,
+        id: String,
+        name: String,
+        labels: &HashMap<String, String>,
+        ip: Option<String>,
+    ) -> Instance {
+        let port = labels
+            .get(labels::PORT)
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(self.app_port);
+        Instance {
+            id,
+            name: name.trim_start_matches('/').to_owned(),
+            release: labels.get(labels::RELEASE).cloned().unwrap_or_default(),
+            color: labels.get(labels::COLOR).cloned().unwrap_or_default(),
+            addr: ip
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, port)),
+        }
+    }
+
     pub async fn start_instance(
         &self,
         release: &Release,
         env: &BTreeMap<String, String>,
     ) -> Result<Instance> {
         let name = format!("{}-{}-{}", self.scope, release.id, random_suffix());
-        let socket_dir = self.socket_dir(&name);
-        std::fs::create_dir_all(&socket_dir)
-            .with_context(|| format!("creating {}", socket_dir.display()))?;
-        if nix::unistd::geteuid().is_root() {
-            nix::unistd::chown(&socket_dir, Some(APP_UID.into()), Some(APP_UID.into()))
-                .with_context(|| format!("handing {} to the app's user", socket_dir.display()))?;
-        } else {
-            std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o777))?;
-        }
-        // A release may set PORT; a value that is not a port makes the app exit at
-        // start, which the gate reports (the container port falls back to the default).
-        let port = env.get("PORT").map(String::as_str).unwrap_or(DEFAULT_PORT);
-        let container_port = format!(
-            "{}/tcp",
-            port.parse::<u16>()
-                .map_or(DEFAULT_PORT.to_owned(), |p| p.to_string())
-        );
+        // A release may set PORT; a value that is not a port makes the app exit
+        // at start, which the gate reports (its address falls back to [app] port).
+        let configured = self.app_port.to_string();
+        let port = env.get("PORT").map(String::as_str).unwrap_or(&configured);
+        let listens = port.parse::<u16>().unwrap_or(self.app_port);
         let mut vars: Vec<String> = env
             .iter()
             .filter(|(k, _)| *k != "PORT")
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         vars.push(format!("PORT={port}"));
-        vars.push(format!("LISTEN_SOCKET={SOCKET_IN_CONTAINER}"));
         vars.push(format!("DRAIN_SECONDS={}", self.drain_seconds));
         let labels = HashMap::from([
             (labels::SCOPE.to_owned(), self.scope.clone()),
@@ -111,23 +120,15 @@ impl DockerTarget {
             (labels::ENV.to_owned(), self.env_name.clone()),
             (labels::RELEASE.to_owned(), release.id.clone()),
             (labels::COLOR.to_owned(), release.color().to_owned()),
+            (labels::PORT.to_owned(), listens.to_string()),
         ]);
-        // Port chosen by the engine, on loopback only.
-        let ports = HashMap::from([(
-            container_port.clone(),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(String::new()),
-            }]),
-        )]);
         let body = ContainerCreateBody {
             image: Some(release.image.clone()),
             env: Some(vars),
             labels: Some(labels.clone()),
             stop_timeout: Some((self.drain_seconds.ceil() as i64) + 10),
             host_config: Some(HostConfig {
-                port_bindings: Some(ports),
-                binds: Some(vec![format!("{}:/run/app", socket_dir.display())]),
+                network_mode: Some(self.network.clone()),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
@@ -152,32 +153,22 @@ impl DockerTarget {
                 .inspect_container(&created.id, None)
                 .await
                 .with_context(|| format!("inspecting instance {name}"))?;
-            // A crash-looping container reports Running while it restarts; only "running" counts.
-            let running = inspect
-                .state
-                .as_ref()
-                .and_then(|s| s.status)
-                .map(|s| s.to_string())
-                .as_deref()
-                == Some("running");
-            let port = inspect
-                .network_settings
-                .and_then(|n| n.ports)
-                .and_then(|p| p.get(&container_port).cloned().flatten())
-                .and_then(|b| b.into_iter().find_map(|b| b.host_port));
-            // An instance that already exited has no port: the gate reports its exit and logs.
-            match (port, running) {
-                (None, true) => anyhow::bail!("instance {name} runs but has no published port"),
-                (port, _) => Ok(port),
-            }
+            // An instance that already exited has no address: the gate reports its exit and logs.
+            Ok::<_, anyhow::Error>(
+                inspect
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .and_then(|mut n| n.remove(&self.network))
+                    .and_then(|e| e.ip_address)
+                    .filter(|a| !a.is_empty()),
+            )
         }
         .await;
         match started {
-            Ok(port) => Ok(self.instance_from(created.id, name, &labels, port)),
+            Ok(ip) => Ok(self.instance_from(created.id, name, &labels, ip)),
             Err(e) => {
                 // Never leave a half-started instance behind.
-                let _ = self.remove_container(&created.id).await;
-                let _ = std::fs::remove_dir_all(&socket_dir);
+                let _ = remove_forced(&self.docker, &created.id).await;
                 Err(e)
             }
         }
@@ -229,9 +220,7 @@ impl DockerTarget {
             }) => {}
             Err(e) => return Err(e).with_context(|| format!("stopping {}", instance.name)),
         }
-        self.remove_container(&instance.id).await?;
-        let _ = std::fs::remove_dir_all(self.socket_dir(&instance.name));
-        Ok(())
+        remove_forced(&self.docker, &instance.id).await
     }
 
     pub async fn containers(&self) -> Result<Vec<Instance>> {
@@ -239,13 +228,12 @@ impl DockerTarget {
         Ok(containers
             .into_iter()
             .map(|c| {
-                let port = c
-                    .ports
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|p| p.public_port.is_some() && p.ip.as_deref() == Some("127.0.0.1"))
-                    .and_then(|p| p.public_port)
-                    .map(|p| p.to_string());
+                let ip = c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .and_then(|mut n| n.remove(&self.network))
+                    .and_then(|e| e.ip_address)
+                    .filter(|a| !a.is_empty());
                 let name = c
                     .names
                     .unwrap_or_default()
@@ -256,7 +244,7 @@ impl DockerTarget {
                     c.id.unwrap_or_default(),
                     name,
                     &c.labels.unwrap_or_default(),
-                    port,
+                    ip,
                 )
             })
             .collect())

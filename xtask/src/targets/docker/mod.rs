@@ -1,8 +1,12 @@
 //! The Docker target: instances are containers on one engine (see
-//! `instances`), traffic is the balancer's slots (see `traffic`), and the
-//! history and lock are named volumes in the same engine (see `records`).
-//! It moves traffic itself, so it has no native rollout and undoes by
-//! converging with the shared code.
+//! `instances`), attached to the environment's network `<scope>-net`; the
+//! public endpoint is the HAProxy balancer container `<scope>-balancer` on
+//! the same network (see `crate::haproxy`), whose server slots point at the
+//! instances' addresses. Traffic is the slots' weights (see `traffic`), set
+//! and read through `docker exec`, so everything goes through the Docker API
+//! and any HTTP image works. The history and lock are named volumes in the
+//! same engine (see `records`). It moves traffic itself, so it has no
+//! native rollout and undoes by converging with the shared code.
 mod instances;
 mod prune;
 mod records;
@@ -10,6 +14,7 @@ mod traffic;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::SocketAddr,
     path::PathBuf,
     time::Duration,
 };
@@ -24,15 +29,18 @@ pub use prune::{prune_images, Pruned};
 
 use super::{Caps, Check, InstanceState, InstanceView, Observation, Seen, Split, Target};
 use crate::{
-    balancer::Balancer,
     deploy::{
         lock::{LockInfo, LockStore, Renewal},
         records::{HistoryStore, Ledger},
         release::{History, Release},
     },
     engine,
-    environment::Environment,
-    gate::{self, Gate, ProbeResult},
+    environment::{BalancerConfig, Environment, HealthConfig},
+    gate::{Gate, ProbeResult},
+    haproxy::{
+        self, AdminState, Command, HaproxyBalancer, HaproxySettings, ServerSpec, ServerStat,
+        ServerStatus,
+    },
     progress::Step,
 };
 
@@ -45,13 +53,15 @@ pub mod labels {
     pub const ENV: &str = "xtask.env";
     pub const RELEASE: &str = "xtask.release";
     pub const COLOR: &str = "xtask.color";
+    /// The container port the instance listens on.
+    pub const PORT: &str = "xtask.port";
 }
 
-/// The port the app listens on unless a release sets PORT.
-const DEFAULT_PORT: &str = "8080";
-const SOCKET_IN_CONTAINER: &str = "/run/app/app.sock";
-/// The image's non-root user must be able to create its socket in the mounted folder.
+/// The swarm target's tasks create their socket in a mounted folder as this user.
 pub(crate) const APP_UID: u32 = 65532;
+/// Server slots in the balancer: blue-green runs two releases side by side
+/// (deploy.replicas is at most 50), plus a rolling surge.
+const MAX_SERVERS: u16 = 128;
 
 pub struct DockerTarget {
     docker: Docker,
@@ -62,16 +72,19 @@ pub struct DockerTarget {
     repo: String,
     env_name: String,
     drain_seconds: f64,
-    health_path: String,
-    probe_timeout: Duration,
+    health: HealthConfig,
+    app_port: u16,
+    network: String,
+    balancer_config: BalancerConfig,
+    /// The balancer's certificate and key live here, so every later command
+    /// on this machine (status, the tests' clients) trusts the same one.
     runtime_dir: PathBuf,
-    balancer: Balancer,
     public_url: String,
     ledger: Ledger<records::VolumeStore>,
 }
 
-/// Sockets and nginx's files live on the engine's host, outside any checkout,
-/// so every runner on that host finds the same ones.
+/// The balancer's TLS files live on the deploying machine, outside any
+/// checkout, so every runner on it finds the same ones.
 pub(crate) fn runtime_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         PathBuf::from("/run/xtask")
@@ -80,6 +93,40 @@ pub(crate) fn runtime_root() -> PathBuf {
     } else {
         PathBuf::from(format!("/tmp/xtask-{}", nix::unistd::geteuid()))
     }
+}
+
+/// A slot's row in `show stat` as evidence for the gate: plain UP (HAProxy
+/// checked this address since it became ready; `fall` >= 2 keeps "UP 1/2"
+/// apart) is ready, DOWN is a failed check with its status and code,
+/// anything else (UP 1/2 before the first check, DOWN 1/2 coming back) is
+/// not ready yet.
+fn check_of(row: &ServerStat) -> Check {
+    match row.status {
+        ServerStatus::Up => Check::Reported { ready: true },
+        ServerStatus::Down => Check::Failed {
+            reason: format!(
+                "balancer health check on {} failed: {}{}{}",
+                row.addr,
+                row.check_status,
+                row.check_code
+                    .map(|c| format!(", HTTP {c}"))
+                    .unwrap_or_default(),
+                if row.check_desc.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", row.check_desc)
+                }
+            ),
+        },
+        _ => Check::Reported { ready: false },
+    }
+}
+
+/// The slot serving `addr`: not in MAINT (a free slot keeps its last address).
+fn slot_of(rows: &[ServerStat], addr: Option<SocketAddr>) -> Option<&ServerStat> {
+    let addr = addr?.to_string();
+    rows.iter()
+        .find(|r| r.slot.is_some() && r.status != ServerStatus::Maint && r.addr == addr)
 }
 
 impl DockerTarget {
@@ -91,23 +138,22 @@ impl DockerTarget {
         let app = env.app_name();
         let scope = env.scope();
         let runtime_dir = runtime_root().join(&scope);
-        std::fs::create_dir_all(runtime_dir.join("sockets"))
-            .with_context(|| format!("creating {}", runtime_dir.display()))?;
         Ok(DockerTarget {
             ledger: Ledger::new(records::VolumeStore {
                 docker: docker.clone(),
                 scope: scope.clone(),
             }),
             docker,
-            balancer: Balancer::new(&runtime_dir, env.balancer()),
+            network: format!("{scope}-net"),
+            balancer_config: env.balancer().clone(),
             runtime_dir,
             scope,
             app,
             repo: env.file.image.repo.clone(),
             env_name: env.name.clone(),
             drain_seconds: env.file.health.drain_seconds,
-            health_path: env.file.health.path.clone(),
-            probe_timeout: env.file.health.timeout(),
+            health: env.file.health.clone(),
+            app_port: env.file.app.port,
             public_url: env.public_url(),
         })
     }
@@ -120,65 +166,109 @@ impl DockerTarget {
         &self.scope
     }
 
-    fn socket_dir(&self, name: &str) -> PathBuf {
-        self.runtime_dir.join("sockets").join(name)
+    fn cert_path(&self) -> PathBuf {
+        self.runtime_dir.join("tls").join("cert.pem")
     }
 
-    fn instance_from(
-        &self,
-        id: String,
-        name: String,
-        labels: &HashMap<String, String>,
-        host_port: Option<String>,
-    ) -> Instance {
-        Instance {
-            id,
-            name: name.trim_start_matches('/').to_owned(),
-            release: labels.get(labels::RELEASE).cloned().unwrap_or_default(),
-            color: labels.get(labels::COLOR).cloned().unwrap_or_default(),
-            probe_url: host_port
-                .map(|p| format!("http://127.0.0.1:{p}"))
-                .unwrap_or_default(),
+    /// The certificate and the PEM (certificate and key) the balancer serves:
+    /// made once per environment on this machine, then read back, so the
+    /// balancer's fingerprint stays the same from one command to the next.
+    fn pem(&self) -> Result<Vec<u8>> {
+        let dir = self.runtime_dir.join("tls");
+        let pem_path = dir.join("balancer.pem");
+        if let (Ok(pem), true) = (std::fs::read(&pem_path), self.cert_path().is_file()) {
+            return Ok(pem);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let (cert, pem) = haproxy::dev_pem()?;
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&pem_path)
+                .with_context(|| format!("writing {}", pem_path.display()))?;
+            std::io::Write::write_all(&mut file, &pem)?;
+        }
+        std::fs::write(self.cert_path(), cert)
+            .with_context(|| format!("writing {}", self.cert_path().display()))?;
+        Ok(pem)
+    }
+
+    fn haproxy_settings(&self) -> HaproxySettings {
+        let h = &self.health;
+        HaproxySettings {
+            https_public_port: self.balancer_config.https_port,
+            api_rate: self.balancer_config.api_rate,
+            max_servers: MAX_SERVERS,
+            health_path: h.path.clone(),
+            check_interval_ms: h.interval_ms.clamp(100, u64::from(u32::MAX)) as u32,
+            check_rise: h.success_threshold.max(1),
+            // "UP 1/2" (no check yet) and plain "UP" differ only with fall >= 2.
+            check_fall: h.failure_threshold.max(2),
+            ..HaproxySettings::default()
         }
     }
 
-    async fn remove_container(&self, id: &str) -> Result<()> {
-        remove_forced(&self.docker, id).await
+    /// The balancer container, created or started as needed (never built:
+    /// the image comes from `engine start`).
+    async fn ensure_balancer(&self) -> Result<HaproxyBalancer> {
+        let image = haproxy::image::find(&self.docker).await?;
+        let settings = haproxy::Settings {
+            scope: self.scope.clone(),
+            image,
+            network: self.network.clone(),
+            https_port: self.balancer_config.https_port,
+            http_port: self.balancer_config.http_port,
+            exporter_port: self.balancer_config.metrics_port.unwrap_or(0),
+            haproxy: self.haproxy_settings(),
+            pem: self.pem()?,
+            labels: HashMap::from([
+                (labels::APP.to_owned(), self.app.clone()),
+                (labels::ENV.to_owned(), self.env_name.clone()),
+            ]),
+        };
+        HaproxyBalancer::ensure(&self.docker, &settings).await
     }
 
-    /// Removes every trace of the environment: instances, history and lock
-    /// records, the balancer and its folder. For throwaway environments
-    /// (tests, benchmarks), never for real ones.
+    /// The running balancer, if there is one.
+    async fn balancer(&self) -> Option<HaproxyBalancer> {
+        let balancer = HaproxyBalancer::open(&self.docker, &self.scope)
+            .await
+            .ok()?;
+        let inspect = self
+            .docker
+            .inspect_container(balancer.container(), None)
+            .await
+            .ok()?;
+        inspect
+            .state
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+            .then_some(balancer)
+    }
+
+    /// Every slot as `show stat` reports it; none without a running balancer.
+    async fn slots(&self) -> Result<Vec<ServerStat>> {
+        match self.balancer().await {
+            Some(balancer) => balancer.servers().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes every trace of the environment: instances, the balancer and
+    /// its network, history and lock records, the TLS folder. For throwaway
+    /// environments (tests, benchmarks), never for real ones.
     pub async fn destroy(&self) -> Result<()> {
-        self.balancer.stop()?;
         for c in list_scoped(&self.docker, &self.scope, None).await? {
-            self.remove_container(&c.id.unwrap_or_default()).await?;
+            remove_forced(&self.docker, &c.id.unwrap_or_default()).await?;
         }
+        haproxy::engine::remove_network(&self.docker, &self.network).await?;
         self.ledger.remove_all().await?;
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
         Ok(())
-    }
-
-    /// Which instance (by name) each slot sends traffic to.
-    pub fn routes(&self) -> Vec<Option<String>> {
-        self.balancer
-            .routes(self.balancer.slot_count())
-            .into_iter()
-            .map(|socket| {
-                socket.and_then(|s| Some(s.parent()?.file_name()?.to_string_lossy().into_owned()))
-            })
-            .collect()
-    }
-
-    fn route(&self, slot: usize, instance: &str) -> Result<()> {
-        let socket = self.socket_dir(instance).join("app.sock");
-        if !socket.exists() {
-            bail!(
-                "instance {instance} has no socket at {}: is LISTEN_SOCKET honoured by the image?",
-                socket.display()
-            );
-        }
-        self.balancer.route(slot, &socket)
     }
 
     async fn running(&self) -> Result<Vec<(Instance, InstanceState)>> {
@@ -189,6 +279,44 @@ impl DockerTarget {
             .zip(states)
             .map(|(c, s)| Ok((c, s?)))
             .collect()
+    }
+
+    /// Gives every running instance of `release` without a slot a free one,
+    /// at weight 0 and `ready`, all in one exec: HAProxy starts checking it
+    /// and the gate waits for plain UP before any weight is given.
+    async fn attach(&self, release: &str) -> Result<()> {
+        let balancer = HaproxyBalancer::open(&self.docker, &self.scope).await?;
+        let rows = balancer.servers().await?;
+        let mut free = rows
+            .iter()
+            .filter(|r| r.status == ServerStatus::Maint)
+            .filter_map(|r| r.slot)
+            .collect::<Vec<_>>();
+        free.sort();
+        free.reverse();
+        let mut specs = Vec::new();
+        for (instance, _) in self.running().await? {
+            let Some(addr) = instance.addr.filter(|_| instance.release == release) else {
+                continue;
+            };
+            if slot_of(&rows, Some(addr)).is_some() {
+                continue;
+            }
+            let slot = free.pop().with_context(|| {
+                format!(
+                    "the balancer has no free slot left (of {MAX_SERVERS}) for {}",
+                    instance.name
+                )
+            })?;
+            specs.push(ServerSpec {
+                slot,
+                addr: addr.ip(),
+                port: addr.port(),
+                weight: 0,
+                state: AdminState::Ready,
+            });
+        }
+        balancer.set_servers(&specs).await
     }
 }
 
@@ -228,7 +356,18 @@ impl Target for DockerTarget {
     }
 
     fn public_client(&self) -> Result<reqwest::Client> {
-        self.balancer.public_client()
+        let pem = std::fs::read(self.cert_path()).with_context(|| {
+            format!(
+                "reading the balancer's certificate {} (made by the first deploy from this machine)",
+                self.cert_path().display()
+            )
+        })?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).context("parsing the balancer's certificate")?;
+        reqwest::Client::builder()
+            .add_root_certificate(cert)
+            .build()
+            .context("building the public client")
     }
 
     /// On a single host the image must already be in the engine: a rollback needs no registry.
@@ -251,8 +390,8 @@ impl Target for DockerTarget {
         Ok(())
     }
 
-    async fn prepare(&self, release: &Release) -> Result<()> {
-        self.balancer.ensure(release.replicas).await
+    async fn prepare(&self, _release: &Release) -> Result<()> {
+        self.ensure_balancer().await.map(drop)
     }
 
     async fn start(&self, release: &Release, count: usize) -> Result<()> {
@@ -266,7 +405,8 @@ impl Target for DockerTarget {
             .count();
         let env = crate::deploy::resolve_env(release)?;
         let started = join_all((alive..count).map(|_| self.start_instance(release, &env))).await;
-        started.into_iter().try_for_each(|s| s.map(|_| ()))
+        started.into_iter().try_for_each(|s| s.map(|_| ()))?;
+        self.attach(&release.id).await
     }
 
     async fn replace(&self, release: &Release) -> Result<()> {
@@ -277,35 +417,38 @@ impl Target for DockerTarget {
     }
 
     async fn observe(&self, release: &Release) -> Result<Observation> {
-        let client = reqwest::Client::new();
         let ours: Vec<(Instance, InstanceState)> = self
             .running()
             .await?
             .into_iter()
             .filter(|(i, _)| i.release == release.id)
             .collect();
-        let probes = join_all(ours.iter().map(|(i, state)| {
-            let url = format!("{}{}", i.probe_url, self.health_path);
-            let probe = matches!(state, InstanceState::Running { .. }) && !i.probe_url.is_empty();
-            let client = &client;
-            async move {
-                match probe {
-                    true => Some(gate::probe(client, &url, self.probe_timeout).await),
-                    false => None,
-                }
-            }
-        }))
-        .await;
+        let rows = self.slots().await?;
         Ok(Observation {
             instances: ours
                 .into_iter()
-                .zip(probes)
-                .map(|((i, state), probe)| Seen {
-                    id: i.id,
-                    name: i.name,
-                    state,
-                    check: probe.map(Check::Probe),
-                    detail: None,
+                .map(|(i, state)| {
+                    let row = slot_of(&rows, i.addr);
+                    let check = match (&state, row) {
+                        (InstanceState::Running { .. }, Some(row)) => Some(check_of(row)),
+                        (InstanceState::Running { .. }, None) => {
+                            Some(Check::Reported { ready: false })
+                        }
+                        _ => None,
+                    };
+                    Seen {
+                        detail: Some(match row {
+                            Some(row) => format!(
+                                "balancer slot {}: {:?}, last check {}",
+                                row.name, row.status, row.check_status
+                            ),
+                            None => "no balancer slot".into(),
+                        }),
+                        id: i.id,
+                        name: i.name,
+                        state,
+                        check,
+                    }
                 })
                 .collect(),
             verdict: None,
@@ -318,50 +461,61 @@ impl Target for DockerTarget {
     }
 
     async fn shift(&self, split: &Split) -> Result<()> {
-        let current = self.routes();
-        let mut running: HashMap<String, Vec<String>> = HashMap::new();
-        for (instance, state) in self.running().await? {
-            if state == (InstanceState::Running { restarts: 0 }) {
+        let balancer = HaproxyBalancer::open(&self.docker, &self.scope).await?;
+        let rows = balancer.servers().await?;
+        let instances = self.running().await?;
+        let mut running: BTreeMap<String, Vec<traffic::Candidate>> = BTreeMap::new();
+        let mut slot_of_instance = BTreeMap::new();
+        for (instance, state) in &instances {
+            let Some(row) = slot_of(&rows, instance.addr) else {
+                continue;
+            };
+            slot_of_instance.insert(instance.name.clone(), row);
+            if *state == (InstanceState::Running { restarts: 0 }) {
                 running
-                    .entry(instance.release)
+                    .entry(instance.release.clone())
                     .or_default()
-                    .push(instance.name);
+                    .push(traffic::Candidate {
+                        instance: instance.name.clone(),
+                        serving: row.user_weight > 0,
+                    });
             }
         }
-        for list in running.values_mut() {
-            list.sort();
-        }
-        let counts = traffic::slot_counts(split, current.len());
-        let next = traffic::assign(&current, &counts, &running)?;
-        for (slot, (now, then)) in current.iter().zip(&next).enumerate() {
-            if let Some(instance) = then.as_ref().filter(|t| Some(*t) != now.as_ref()) {
-                self.route(slot, instance)?;
+        let weights = traffic::weights(split, &running)?;
+        // HAProxy runs the commands of one exec in order and may serve
+        // requests between two of them: raise weights before lowering any,
+        // so there is never a moment with no server in traffic.
+        let (mut raise, mut lower) = (Vec::new(), Vec::new());
+        for (name, row) in &slot_of_instance {
+            let slot = row.slot.expect("slot_of finds slots only");
+            let weight = weights.get(name).copied().unwrap_or(0);
+            match u32::from(weight).cmp(&row.user_weight) {
+                std::cmp::Ordering::Greater => raise.push(Command::set_weight(slot, weight)?),
+                std::cmp::Ordering::Less => lower.push(Command::set_weight(slot, weight)?),
+                std::cmp::Ordering::Equal => {}
             }
         }
-        Ok(())
+        let mut commands = raise;
+        commands.append(&mut lower);
+        // A slot whose instance is gone (removed by hand, crashed away) leaves.
+        let known: Vec<&str> = slot_of_instance.values().map(|r| r.name.as_str()).collect();
+        for row in rows.iter().filter(|r| r.status != ServerStatus::Maint) {
+            if let Some(slot) = row.slot.filter(|_| !known.contains(&row.name.as_str())) {
+                commands.push(Command::set_state(slot, AdminState::Maint));
+            }
+        }
+        balancer.exec(&commands).await.map(drop)
     }
 
     async fn split(&self) -> Result<Split> {
-        let routes = self.routes();
-        let release_of: HashMap<String, String> = self
-            .containers()
-            .await?
-            .into_iter()
-            .map(|i| (i.name, i.release))
-            .collect();
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for name in routes.iter().flatten() {
-            if let Some(release) = release_of.get(name) {
-                *counts.entry(release.clone()).or_default() += 1;
+        let rows = self.slots().await?;
+        let mut weights: BTreeMap<String, u32> = BTreeMap::new();
+        for instance in self.containers().await? {
+            if let Some(row) = slot_of(&rows, instance.addr) {
+                *weights.entry(instance.release).or_default() += row.user_weight;
             }
         }
-        let total = routes.len().max(1);
-        Ok(Split(
-            counts
-                .into_iter()
-                .map(|(r, n)| (r, (n * 100 / total) as u8))
-                .collect(),
-        ))
+        Ok(traffic::shares(&weights))
     }
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
@@ -369,14 +523,27 @@ impl Target for DockerTarget {
     }
 
     async fn retire(&self, release: &str, keep: usize) -> Result<()> {
-        let routed: Vec<String> = self.routes().into_iter().flatten().collect();
+        let rows = self.slots().await?;
         let idle: Vec<Instance> = self
             .containers()
             .await?
             .into_iter()
-            .filter(|i| i.release == release && !routed.contains(&i.name))
+            .filter(|i| {
+                i.release == release && slot_of(&rows, i.addr).is_none_or(|r| r.user_weight == 0)
+            })
+            .skip(keep)
             .collect();
-        let stopped = join_all(idle.iter().skip(keep).map(|i| self.stop_instance(i))).await;
+        // Out of the balancer first (no new request, no check), then stopped:
+        // the instance finishes what it serves within its drain time.
+        let slots: Vec<Command> = idle
+            .iter()
+            .filter_map(|i| slot_of(&rows, i.addr)?.slot)
+            .map(|slot| Command::set_state(slot, AdminState::Maint))
+            .collect();
+        if let Some(balancer) = self.balancer().await {
+            balancer.exec(&slots).await?;
+        }
+        let stopped = join_all(idle.iter().map(|i| self.stop_instance(i))).await;
         stopped.into_iter().collect()
     }
 
@@ -390,19 +557,24 @@ impl Target for DockerTarget {
     }
 
     async fn instances(&self) -> Result<Vec<InstanceView>> {
-        let routes = self.routes();
-        let total = routes.len().max(1) as f64;
+        let rows = self.slots().await?;
+        let total: u32 = rows
+            .iter()
+            .filter(|r| r.status != ServerStatus::Maint)
+            .map(|r| r.user_weight)
+            .sum();
         Ok(self
             .running()
             .await?
             .into_iter()
             .map(|(i, state)| {
-                let slots = routes
-                    .iter()
-                    .filter(|r| r.as_deref() == Some(&i.name))
-                    .count();
+                let weight = slot_of(&rows, i.addr).map_or(0, |r| r.user_weight);
                 InstanceView {
-                    traffic: Some(slots as f64 * 100.0 / total),
+                    traffic: Some(if total == 0 {
+                        0.0
+                    } else {
+                        f64::from(weight) * 100.0 / f64::from(total)
+                    }),
                     id: i.id,
                     name: i.name,
                     release: i.release,
@@ -413,15 +585,31 @@ impl Target for DockerTarget {
             .collect())
     }
 
-    async fn probes(&self, path: &str, timeout: Duration) -> Result<Vec<(String, ProbeResult)>> {
-        let routed: Vec<String> = self.routes().into_iter().flatten().collect();
-        let client = reqwest::Client::new();
+    /// The balancer checks the health path of every instance itself (the
+    /// deploying machine may not reach the instances' network): its last
+    /// check of each instance in traffic, for that path only.
+    async fn probes(&self, path: &str, _timeout: Duration) -> Result<Vec<(String, ProbeResult)>> {
+        if path != self.health.path {
+            return Ok(Vec::new());
+        }
+        let rows = self.slots().await?;
         let mut results = Vec::new();
         for instance in self.containers().await? {
-            if routed.contains(&instance.name) && !instance.probe_url.is_empty() {
-                let url = format!("{}{path}", instance.probe_url);
-                results.push((instance.name, gate::probe(&client, &url, timeout).await));
-            }
+            let Some(row) = slot_of(&rows, instance.addr).filter(|r| r.user_weight > 0) else {
+                continue;
+            };
+            let up = row.status == ServerStatus::Up;
+            results.push((
+                instance.name,
+                ProbeResult {
+                    url: format!("http://{}{path} (balancer check)", row.addr),
+                    status: row.check_code.or(up.then_some(200)),
+                    latency_ms: 0.0,
+                    error: (!up).then(|| {
+                        format!("{:?}: {} {}", row.status, row.check_status, row.check_desc)
+                    }),
+                },
+            ));
         }
         Ok(results)
     }
@@ -432,9 +620,21 @@ impl Target for DockerTarget {
 
     async fn stop_all(&self) -> Result<()> {
         let all = self.containers().await?;
+        if let Some(balancer) = self.balancer().await {
+            let rows = balancer.servers().await?;
+            let out: Vec<Command> = all
+                .iter()
+                .filter_map(|i| slot_of(&rows, i.addr)?.slot)
+                .map(|slot| Command::set_state(slot, AdminState::Maint))
+                .collect();
+            balancer.exec(&out).await?;
+        }
         let stopped = join_all(all.iter().map(|i| self.stop_instance(i))).await;
         stopped.into_iter().collect::<Result<()>>()?;
-        self.balancer.stop()
+        match HaproxyBalancer::open(&self.docker, &self.scope).await {
+            Ok(balancer) => balancer.stop().await,
+            Err(_) => Ok(()),
+        }
     }
 
     async fn prune(&self, kept: &[Release], dry_run: bool) -> Result<Option<Pruned>> {
@@ -449,7 +649,74 @@ impl Target for DockerTarget {
             "scope": self.scope,
             "image_present": self.docker.inspect_image(&release.image).await.is_ok(),
             "instances": release.replicas,
-            "balancer": { "public_url": self.public_url, "slots": release.replicas },
+            "network": self.network,
+            "balancer": {
+                "container": haproxy::container_name(&self.scope),
+                "public_url": self.public_url,
+                "instance_port": self.app_port,
+                "health_path": self.health.path,
+            },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::Slot;
+
+    fn row(status: ServerStatus, check_status: &str, code: Option<u16>) -> ServerStat {
+        ServerStat {
+            name: "s1".into(),
+            slot: Some(Slot(1)),
+            addr: "172.20.0.3:9000".into(),
+            status,
+            weight: 0,
+            user_weight: 0,
+            check_status: check_status.into(),
+            check_code: code,
+            check_desc: String::new(),
+            check_failures: 0,
+            current_sessions: 0,
+            total_sessions: 0,
+            selected_total: 0,
+            hrsp_2xx: 0,
+            hrsp_4xx: 0,
+            hrsp_5xx: 0,
+            connect_errors: 0,
+            response_errors: 0,
+            last_change_seconds: 0,
+        }
+    }
+
+    #[test]
+    fn only_plain_up_is_ready_and_down_is_a_failure_with_its_evidence() {
+        let ready = |c: Check| matches!(c, Check::Reported { ready: true });
+        assert!(ready(check_of(&row(ServerStatus::Up, "L7OK", Some(200)))));
+        // Right after maint -> ready, before any check, with a stale L7OK.
+        let fresh = row(ServerStatus::GoingDown("1/2".into()), "L7OK", Some(200));
+        assert!(!ready(check_of(&fresh)));
+        let coming_back = row(ServerStatus::GoingUp("1/2".into()), "L7OK", Some(200));
+        assert!(!ready(check_of(&coming_back)));
+        match check_of(&row(ServerStatus::Down, "L7STS", Some(503))) {
+            Check::Failed { reason } => {
+                assert!(reason.contains("L7STS, HTTP 503"), "{reason}");
+                assert!(reason.contains("172.20.0.3:9000"), "{reason}");
+            }
+            other => panic!("DOWN must be a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_free_slot_keeps_its_last_address_but_serves_no_instance() {
+        let addr: SocketAddr = "172.20.0.3:9000".parse().unwrap();
+        let rows = [row(ServerStatus::Maint, "", None)];
+        assert!(slot_of(&rows, Some(addr)).is_none());
+        let rows = [row(ServerStatus::Up, "L7OK", Some(200))];
+        assert_eq!(
+            slot_of(&rows, Some(addr)).map(|r| r.name.as_str()),
+            Some("s1")
+        );
+        assert!(slot_of(&rows, None).is_none());
     }
 }
