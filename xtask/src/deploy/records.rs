@@ -197,6 +197,58 @@ struct Beat {
     at: i64,
 }
 
+/// `LockStore` and `HistoryStore` for a target whose `ledger` field keeps
+/// its records: written once for every such target.
+macro_rules! ledger_records {
+    ($target:ty) => {
+        impl $crate::deploy::lock::LockStore for $target {
+            async fn lock_create(
+                &self,
+                info: &$crate::deploy::lock::LockInfo,
+            ) -> anyhow::Result<Option<String>> {
+                self.ledger.lock_create(info).await
+            }
+            async fn lock_read(
+                &self,
+            ) -> anyhow::Result<Option<(String, $crate::deploy::lock::LockInfo)>> {
+                self.ledger.lock_read().await
+            }
+            async fn lock_remove(&self, token: &str) -> anyhow::Result<()> {
+                self.ledger.lock_remove(token).await
+            }
+            async fn lock_renew(
+                &self,
+                token: &str,
+                at: i64,
+            ) -> anyhow::Result<$crate::deploy::lock::Renewal> {
+                self.ledger.lock_renew(token, at).await
+            }
+        }
+
+        impl $crate::deploy::records::HistoryStore for $target {
+            async fn read_history(&self) -> anyhow::Result<$crate::deploy::release::History> {
+                self.ledger.read_history().await
+            }
+            async fn write_history(
+                &self,
+                history: &$crate::deploy::release::History,
+            ) -> anyhow::Result<()> {
+                self.ledger.write_history(history).await
+            }
+        }
+    };
+}
+pub(crate) use ledger_records;
+
+/// The label filter that lists one role's records of a scope.
+pub fn label_filter(scope: &str, role: &str) -> HashMap<String, Vec<String>> {
+    let wanted = labels(scope, role)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    HashMap::from([("label".to_owned(), wanted)])
+}
+
 /// Labels every record carries, for a backend that stores them as labels.
 pub fn labels(scope: &str, role: &str) -> HashMap<String, String> {
     HashMap::from([

@@ -29,11 +29,7 @@ pub use prune::{prune_images, Pruned};
 
 use super::{Caps, Check, InstanceState, InstanceView, Observation, Seen, Split, Target};
 use crate::{
-    deploy::{
-        lock::{LockInfo, LockStore, Renewal},
-        records::{HistoryStore, Ledger},
-        release::{History, Release},
-    },
+    deploy::{records::Ledger, release::Release},
     engine,
     environment::{BalancerConfig, Environment, HealthConfig},
     gate::{Gate, ProbeResult},
@@ -320,29 +316,7 @@ impl DockerTarget {
     }
 }
 
-impl LockStore for DockerTarget {
-    async fn lock_create(&self, info: &LockInfo) -> Result<Option<String>> {
-        self.ledger.lock_create(info).await
-    }
-    async fn lock_read(&self) -> Result<Option<(String, LockInfo)>> {
-        self.ledger.lock_read().await
-    }
-    async fn lock_remove(&self, token: &str) -> Result<()> {
-        self.ledger.lock_remove(token).await
-    }
-    async fn lock_renew(&self, token: &str, at: i64) -> Result<Renewal> {
-        self.ledger.lock_renew(token, at).await
-    }
-}
-
-impl HistoryStore for DockerTarget {
-    async fn read_history(&self) -> Result<History> {
-        self.ledger.read_history().await
-    }
-    async fn write_history(&self, history: &History) -> Result<()> {
-        self.ledger.write_history(history).await
-    }
-}
+crate::deploy::records::ledger_records!(DockerTarget);
 
 impl Target for DockerTarget {
     fn caps(&self) -> Caps {

@@ -4,7 +4,6 @@
 //! never-started containers that held the records before. Creating a volume
 //! whose name exists returns the existing one: a nonce label tells whether
 //! this call made it, which gives the atomic "create if absent".
-use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use bollard::{models::VolumeCreateRequest, query_parameters::ListVolumesOptionsBuilder, Docker};
@@ -49,11 +48,7 @@ impl RecordStore for VolumeStore {
     }
 
     async fn list(&self, role: &str) -> Result<Vec<Record>> {
-        let wanted = records::labels(&self.scope, role)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let filters = HashMap::from([("label".to_owned(), wanted)]);
+        let filters = records::label_filter(&self.scope, role);
         let options = ListVolumesOptionsBuilder::default()
             .filters(&filters)
             .build();

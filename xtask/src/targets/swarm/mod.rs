@@ -22,11 +22,7 @@ use bollard::Docker;
 
 use crate::{
     balancer::Balancer,
-    deploy::{
-        lock::{LockInfo, LockStore, Renewal},
-        records::{HistoryStore, Ledger},
-        release::{History, Release},
-    },
+    deploy::{records::Ledger, release::Release},
     engine,
     environment::{Environment, HealthConfig, SwarmConfig},
     gate::{Gate, ProbeResult},
@@ -180,29 +176,7 @@ impl SwarmTarget {
     }
 }
 
-impl LockStore for SwarmTarget {
-    async fn lock_create(&self, info: &LockInfo) -> Result<Option<String>> {
-        self.ledger.lock_create(info).await
-    }
-    async fn lock_read(&self) -> Result<Option<(String, LockInfo)>> {
-        self.ledger.lock_read().await
-    }
-    async fn lock_remove(&self, token: &str) -> Result<()> {
-        self.ledger.lock_remove(token).await
-    }
-    async fn lock_renew(&self, token: &str, at: i64) -> Result<Renewal> {
-        self.ledger.lock_renew(token, at).await
-    }
-}
-
-impl HistoryStore for SwarmTarget {
-    async fn read_history(&self) -> Result<History> {
-        self.ledger.read_history().await
-    }
-    async fn write_history(&self, history: &History) -> Result<()> {
-        self.ledger.write_history(history).await
-    }
-}
+crate::deploy::records::ledger_records!(SwarmTarget);
 
 impl Target for SwarmTarget {
     fn caps(&self) -> Caps {

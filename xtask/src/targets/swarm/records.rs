@@ -2,7 +2,6 @@
 //! raft store, so every manager (and every fresh runner) sees the same ones,
 //! prune never touches them, and a config name is unique, so creating one is
 //! an atomic "create if absent". History and lock on top: `deploy::records`.
-use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -49,11 +48,7 @@ impl RecordStore for ConfigStore {
     }
 
     async fn list(&self, role: &str) -> Result<Vec<Record>> {
-        let wanted = records::labels(&self.scope, role)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let filters = HashMap::from([("label".to_owned(), wanted)]);
+        let filters = records::label_filter(&self.scope, role);
         let options = ListConfigsOptionsBuilder::default()
             .filters(&filters)
             .build();
