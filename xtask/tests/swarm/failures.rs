@@ -39,7 +39,9 @@ async fn never_ready_crashing_and_flapping_releases_roll_back_and_are_recorded_f
     let (ok, crashing, _) = env.xtask_json(&["deploy", "--image", &v2, "--env", "PORT=abc"]);
     assert!(!ok);
     let reason = crashing["release"]["reason"].as_str().unwrap();
-    assert!(reason.contains("exit code 2"), "{reason}");
+    // Our gate ("exited with code 2") or swarm's own rollback ("exit code 2")
+    // may see the dead task first; either way the reason names the exit code.
+    assert!(reason.contains("code 2"), "{reason}");
     assert!(
         crashing["failure_logs"]
             .as_str()
