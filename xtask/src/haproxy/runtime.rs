@@ -233,7 +233,11 @@ pub struct ServerStat {
     /// `L7OK`, `L7STS`, `L4CON`, `L4TOUT`, `INI` (not checked since the
     /// last address change)...; empty while checks do not run (MAINT).
     pub check_status: String,
-    /// The HTTP status of the last layer-7 check.
+    /// A check is under way (HAProxy prefixes the status with `* `): the
+    /// status is the last finished check's, but its code may already be
+    /// cleared for the new one.
+    pub check_running: bool,
+    /// The HTTP status of the last layer-7 check (HAProxy prints 0 for none).
     pub check_code: Option<u16>,
     pub check_desc: String,
     /// Failed checks since start.
@@ -291,8 +295,12 @@ pub fn parse_show_stat(csv: &str) -> Result<Vec<ServerStat>> {
             status: ServerStatus::parse(text("status")),
             weight: number("weight") as u32,
             user_weight: number("uweight") as u32,
-            check_status: text("check_status").trim_start_matches('*').to_owned(),
-            check_code: text("check_code").parse().ok(),
+            check_status: text("check_status")
+                .trim_start_matches('*')
+                .trim()
+                .to_owned(),
+            check_running: text("check_status").starts_with('*'),
+            check_code: text("check_code").parse().ok().filter(|code| *code != 0),
             check_desc: text("check_desc").to_owned(),
             check_failures: number("chkfail"),
             current_sessions: number("scur"),

@@ -90,6 +90,17 @@ fn show_stat_rows_become_typed_servers() {
     assert_eq!((s3.hrsp_2xx, s3.hrsp_4xx, s3.hrsp_5xx), (1180, 15, 5));
     assert_eq!((s3.selected_total, s3.connect_errors), (1190, 3));
     assert_eq!(s3.last_change_seconds, 7);
+    assert!(!s1.check_running && !s3.check_running);
+}
+
+#[test]
+fn a_check_under_way_is_marked_and_its_cleared_code_is_no_code() {
+    // What a fresh-clone run saw: `* L7STS` with code 0 while the next check ran.
+    let running = STAT.replacen("L4CON,,", "* L7STS,0,", 1);
+    let s1 = &parse_show_stat(&running).unwrap()[0];
+    assert_eq!(s1.check_status, "L7STS");
+    assert!(s1.check_running);
+    assert_eq!(s1.check_code, None);
 }
 
 #[test]

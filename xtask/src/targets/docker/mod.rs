@@ -95,10 +95,15 @@ pub(crate) fn runtime_root() -> PathBuf {
 /// checked this address since it became ready; `fall` >= 2 keeps "UP 1/2"
 /// apart) is ready, DOWN is a failed check with its status and code,
 /// anything else (UP 1/2 before the first check, DOWN 1/2 coming back) is
-/// not ready yet.
+/// not ready yet. A DOWN row whose next check is under way may have lost
+/// the last check's HTTP code (a fresh-clone run reported "L7STS, HTTP 0"):
+/// it waits one more look rather than fail without its evidence.
 fn check_of(row: &ServerStat) -> Check {
     match row.status {
         ServerStatus::Up => Check::Reported { ready: true },
+        ServerStatus::Down if row.check_running && row.check_code.is_none() => {
+            Check::Reported { ready: false }
+        }
         ServerStatus::Down => Check::Failed {
             reason: format!(
                 "balancer health check on {} failed: {}{}{}",
@@ -648,6 +653,7 @@ mod tests {
             weight: 0,
             user_weight: 0,
             check_status: check_status.into(),
+            check_running: false,
             check_code: code,
             check_desc: String::new(),
             check_failures: 0,
@@ -679,6 +685,15 @@ mod tests {
             }
             other => panic!("DOWN must be a failure, got {other:?}"),
         }
+        // The next check under way cleared the code: wait for its evidence.
+        let running = ServerStat {
+            check_running: true,
+            ..row(ServerStatus::Down, "L7STS", None)
+        };
+        assert!(matches!(
+            check_of(&running),
+            Check::Reported { ready: false }
+        ));
     }
 
     #[test]
