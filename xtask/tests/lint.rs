@@ -62,6 +62,8 @@ fn lint_passes_on_the_tree_and_covers_every_kind_of_file() {
     for check in [
         "dockerfile",
         "nginx -t",
+        "haproxy -c",
+        "haproxy -c compose",
         "promtool check config",
         "promtool check rules",
         "promtool test rules",
@@ -114,6 +116,22 @@ fn nginx_unknown_placeholder_is_named() {
         lint::nginx::check(&file),
         &file,
         "unknown placeholder `{{api_rte}}`",
+    );
+}
+
+#[test]
+fn a_template_edit_that_breaks_only_the_compose_rendering_is_named() {
+    let dir = copy(&["infrastructure/balancer/haproxy.cfg.template"]);
+    let file = dir.path().join("haproxy.cfg.template");
+    lint::haproxy::check_compose(&file).expect("the shipped template passes");
+    // Without its resolvers section the deploy targets' config is still
+    // fine; compose's servers refer to one that is gone.
+    edit(&file, "{{resolvers}}\n", "");
+    lint::haproxy::check(&file).expect("the deploy targets' rendering needs no resolvers");
+    assert_fails(
+        lint::haproxy::check_compose(&file),
+        &file,
+        "unable to find required resolvers 'docker'",
     );
 }
 
@@ -255,6 +273,22 @@ fn compose_latest_image_and_public_dev_port_are_named() {
         lint::compose::check(&file),
         &file,
         "service `postgres`: port",
+    );
+}
+
+#[test]
+fn compose_haproxy_image_of_another_series_than_lint_checks_is_named() {
+    let dir = copy(&["infrastructure/docker/docker-compose.yml"]);
+    let file = dir.path().join("docker-compose.yml");
+    edit(
+        &file,
+        "image: haproxy:2.6-bookworm",
+        "image: haproxy:2.60-bookworm",
+    );
+    assert_fails(
+        lint::compose::check(&file),
+        &file,
+        "service `balancer`: image `haproxy:2.60-bookworm` is not the HAProxy series lint checks its config with (2.6",
     );
 }
 
