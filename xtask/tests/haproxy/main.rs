@@ -3,8 +3,11 @@
 //! real app containers on a user-defined bridge network. Traffic goes only
 //! to 127.0.0.1 (published ports) and to our own containers.
 // One file per concern: the public edge (TLS, headers, limits), traffic
-// moved by weights and states, and what health checks report.
+// moved by weights and states, and what health checks report; and the
+// compose stacks' rendering, run as a process (no engine needed).
 mod checks;
+mod compose;
+mod compose_dns;
 mod edge;
 #[path = "../support/mod.rs"]
 mod support;
