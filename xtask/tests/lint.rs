@@ -120,22 +120,6 @@ fn nginx_unknown_placeholder_is_named() {
 }
 
 #[test]
-fn a_template_edit_that_breaks_only_the_compose_rendering_is_named() {
-    let dir = copy(&["infrastructure/balancer/haproxy.cfg.template"]);
-    let file = dir.path().join("haproxy.cfg.template");
-    lint::haproxy::check_compose(&file).expect("the shipped template passes");
-    // Without its resolvers section the deploy targets' config is still
-    // fine; compose's servers refer to one that is gone.
-    edit(&file, "{{resolvers}}\n", "");
-    lint::haproxy::check(&file).expect("the deploy targets' rendering needs no resolvers");
-    assert_fails(
-        lint::haproxy::check_compose(&file),
-        &file,
-        "unable to find required resolvers 'docker'",
-    );
-}
-
-#[test]
 fn prometheus_config_bad_duration_is_named() {
     let dir = copy(&[
         "infrastructure/monitoring/prometheus.yml",
