@@ -62,6 +62,8 @@ fn lint_passes_on_the_tree_and_covers_every_kind_of_file() {
     for check in [
         "dockerfile",
         "nginx -t",
+        "haproxy -c",
+        "haproxy -c compose",
         "promtool check config",
         "promtool check rules",
         "promtool test rules",
@@ -255,6 +257,22 @@ fn compose_latest_image_and_public_dev_port_are_named() {
         lint::compose::check(&file),
         &file,
         "service `postgres`: port",
+    );
+}
+
+#[test]
+fn compose_haproxy_image_of_another_series_than_lint_checks_is_named() {
+    let dir = copy(&["infrastructure/docker/docker-compose.yml"]);
+    let file = dir.path().join("docker-compose.yml");
+    edit(
+        &file,
+        "image: haproxy:2.6-bookworm",
+        "image: haproxy:2.60-bookworm",
+    );
+    assert_fails(
+        lint::compose::check(&file),
+        &file,
+        "service `balancer`: image `haproxy:2.60-bookworm` is not the HAProxy series lint checks its config with (2.6",
     );
 }
 

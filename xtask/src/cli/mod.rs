@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+pub mod compose;
 pub mod image;
 pub mod lifecycle;
 pub mod observe;
@@ -60,6 +61,8 @@ pub enum Command {
     /// Benchmarks: image build and push, deploy and rollback, each against a baseline
     #[command(subcommand)]
     Bench(crate::bench::Bench),
+    /// Render the compose stacks' HAProxy config (and a dev certificate) into target/balancer-compose
+    ComposeConfig(compose::ComposeConfigArgs),
     /// Validate every infrastructure file with the tool that reads it
     Lint {
         #[arg(long)]
@@ -110,6 +113,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Down(args) => lifecycle::down(args).await,
         Command::Prune(args) => lifecycle::prune(args).await,
         Command::Bench(bench) => crate::bench::run(bench).await,
+        Command::ComposeConfig(args) => compose::run(args),
         Command::Lint { json } => lint::run(json),
     }
 }

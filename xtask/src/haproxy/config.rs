@@ -80,6 +80,31 @@ pub fn render(settings: &HaproxySettings) -> Result<String> {
 /// Fills every `{{name}}`; an unknown name or a value that could inject
 /// HAProxy syntax is an error naming the setting.
 pub fn render_template(template: &str, s: &HaproxySettings) -> Result<String> {
+    let servers = Servers {
+        // All disabled until the runtime API gives one an address and `state
+        // ready`. 127.0.0.1:1 is a placeholder nothing listens on.
+        servers: format!(
+            "    server-template s 1-{} 127.0.0.1:1 disabled check",
+            s.max_servers
+        ),
+        resolvers: "# No resolvers: the runtime API sets every slot's address.\n".into(),
+    };
+    render_with(template, s, &servers)
+}
+
+/// The template's `{{servers}}` (lines of the `app` backend) and
+/// `{{resolvers}}` (top-level sections): the one part in which the deploy
+/// targets' container and the compose stacks differ (see `compose`).
+pub(crate) struct Servers {
+    pub servers: String,
+    pub resolvers: String,
+}
+
+pub(crate) fn render_with(
+    template: &str,
+    s: &HaproxySettings,
+    servers: &Servers,
+) -> Result<String> {
     for (field, value) in [
         ("http_bind", &s.http_bind),
         ("https_bind", &s.https_bind),
@@ -168,6 +193,8 @@ pub fn render_template(template: &str, s: &HaproxySettings) -> Result<String> {
         ("check_fall", s.check_fall.to_string()),
         ("check_rise", s.check_rise.to_string()),
         ("max_servers", s.max_servers.to_string()),
+        ("servers", servers.servers.clone()),
+        ("resolvers", servers.resolvers.clone()),
     ];
     fill(template, &values)
 }

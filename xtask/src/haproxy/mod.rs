@@ -28,6 +28,7 @@
 //! exec, wait for `status == ServerStatus::Up` (plain `UP`, not `UP n/m`,
 //! which needs `check_fall >= 2`), and only then give it a weight. A server
 //! left at weight 0 is checked like any other but gets no new requests.
+pub mod compose;
 pub mod config;
 pub mod engine;
 pub mod image;

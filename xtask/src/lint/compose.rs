@@ -1,6 +1,7 @@
 //! Compose files: `docker-compose config` (the schema and interpolation of
 //! the docker-compose that runs them), then what it accepts but we do not:
-//! unpinned images, and dev/test ports reachable from other machines.
+//! unpinned images, dev/test ports reachable from other machines, and a
+//! HAProxy image of another series than the `haproxy -c` that checks its config.
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -34,6 +35,18 @@ pub fn check(file: &Path) -> Result<()> {
                 problems.push(format!("service `{name}`: neither `image` nor `build`"))
             }
             _ => {}
+        }
+        if let Some(tag) = service["image"]
+            .as_str()
+            .and_then(|i| i.strip_prefix("haproxy:"))
+        {
+            let series = local_haproxy_series()?;
+            let same = tag
+                .strip_prefix(&series)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '-']));
+            if !same {
+                problems.push(format!("service `{name}`: image `haproxy:{tag}` is not the HAProxy series lint checks its config with ({series}, this machine's `haproxy -v`)"));
+            }
         }
         if public_ports_allowed {
             continue;
@@ -71,5 +84,25 @@ pub fn unpinned(image: &str) -> Option<&'static str> {
             Some("has a tag without a version number")
         }
         Some(_) => None,
+    }
+}
+
+/// `2.6` from `HAProxy version 2.6.12-1+deb12u4 ...`.
+fn local_haproxy_series() -> Result<String> {
+    crate::setup::ensure(crate::setup::HAPROXY)?;
+    let output = duct::cmd("haproxy", ["-v"])
+        .stdout_capture()
+        .stderr_null()
+        .read()
+        .context("running haproxy -v")?;
+    let version = output
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .with_context(|| format!("no version in `haproxy -v`: {output}"))?;
+    let mut parts = version.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => Ok(format!("{major}.{minor}")),
+        _ => bail!("`haproxy -v` version `{version}` is not major.minor.patch"),
     }
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask lint`: every infrastructure file checked by the program that
-//! reads it in production (nginx, promtool, amtool, docker-compose, kubectl),
+//! reads it in production (haproxy, nginx, promtool, amtool, docker-compose, kubectl),
 //! plus typed checks where those programs are lenient, plus the linters users
 //! run themselves (actionlint, hadolint, checkov; see `tools`). One module per
 //! kind of file; each check takes a path so tests can run it on a broken copy.
@@ -105,6 +105,11 @@ pub fn check_tree(root: &Path) -> Vec<Outcome> {
             "haproxy -c",
             infra.join("balancer/haproxy.cfg.template"),
             haproxy::check,
+        ),
+        (
+            "haproxy -c compose",
+            infra.join("balancer/haproxy.cfg.template"),
+            haproxy::check_compose,
         ),
         (
             "promtool check config",

@@ -3,8 +3,11 @@
 //! real app containers on a user-defined bridge network. Traffic goes only
 //! to 127.0.0.1 (published ports) and to our own containers.
 // One file per concern: the public edge (TLS, headers, limits), traffic
-// moved by weights and states, and what health checks report.
+// moved by weights and states, and what health checks report; and the
+// compose stacks' rendering, run as a process (no engine needed).
 mod checks;
+mod compose;
+mod compose_dns;
 mod edge;
 #[path = "../support/mod.rs"]
 mod support;
@@ -207,4 +210,25 @@ fn the_template_passes_haproxy_c_and_a_typo_is_named() {
     std::fs::write(&broken, text).unwrap();
     let error = format!("{:#}", lint::haproxy::check(&broken).unwrap_err());
     assert!(error.contains("balance only supports"), "{error}");
+}
+
+#[test]
+fn a_template_edit_that_breaks_only_the_compose_rendering_is_named() {
+    use xtask::lint;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("haproxy.cfg.template");
+    std::fs::write(&file, haproxy::config::TEMPLATE).unwrap();
+    lint::haproxy::check_compose(&file).expect("the shipped template passes");
+    // Without its resolvers section the deploy targets' config is still
+    // fine; compose's servers refer to one that is gone.
+    let text = haproxy::config::TEMPLATE.replacen("{{resolvers}}\n", "", 1);
+    assert_ne!(text, haproxy::config::TEMPLATE, "update this test");
+    std::fs::write(&file, text).unwrap();
+    lint::haproxy::check(&file).expect("the deploy targets' rendering needs no resolvers");
+    let error = format!("{:#}", lint::haproxy::check_compose(&file).unwrap_err());
+    assert!(error.contains(&file.display().to_string()), "{error}");
+    assert!(
+        error.contains("unable to find required resolvers 'docker'"),
+        "{error}"
+    );
 }
