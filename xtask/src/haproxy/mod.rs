@@ -116,6 +116,18 @@ pub struct HaproxyBalancer {
     container: String,
 }
 
+/// The config without comments and blank lines: a new comment in the
+/// template must not make every running balancer "another config" that has
+/// to be replaced (cutting connections) on the next deploy.
+fn significant_lines(config: &str) -> String {
+    config
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn container_name(scope: &str) -> String {
     format!("{scope}-balancer")
 }
@@ -129,7 +141,7 @@ impl HaproxyBalancer {
         let rendered = config::render(&settings.haproxy)?;
         let fingerprint = format!(
             "{:016x}",
-            image::fnv1a(&[rendered.as_bytes(), &settings.pem])
+            image::fnv1a(&[significant_lines(&rendered).as_bytes(), &settings.pem])
         );
         let mut labels = settings.labels.clone();
         labels.insert(labels::SCOPE.into(), settings.scope.clone());
@@ -146,7 +158,7 @@ impl HaproxyBalancer {
                     .and_then(|c| c.labels)
                     .and_then(|mut l| l.remove(CONFIG_LABEL));
                 if found.as_deref() != Some(fingerprint.as_str()) {
-                    bail!("balancer {name} runs another config or certificate; `remove` it first to apply this one (that cuts open connections)");
+                    bail!("balancer {name} runs another config or certificate; to apply this one, remove it (`docker rm -f {name}`, which cuts open connections) and deploy again");
                 }
                 let running = inspect.state.and_then(|s| s.running).unwrap_or(false);
                 if !running {
@@ -366,5 +378,19 @@ impl HaproxyBalancer {
             }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", self.container)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::significant_lines;
+
+    #[test]
+    fn comments_and_blank_lines_do_not_change_what_the_balancer_runs() {
+        let before = "global\n    maxconn 100\n\nbackend app\n    balance roundrobin\n";
+        let commented = "# a new note\nglobal\n    # why\n    maxconn 100\n\n\nbackend app\n    balance roundrobin   \n";
+        assert_eq!(significant_lines(before), significant_lines(commented));
+        let changed = before.replace("maxconn 100", "maxconn 200");
+        assert_ne!(significant_lines(before), significant_lines(&changed));
     }
 }
