@@ -230,9 +230,20 @@ async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_p
     );
     assert_eq!(instance_env(&env, "GREETING").await, vec!["two"; 3]);
 
-    // Each command is a new process with no local state: everything comes from the engine.
+    // Each command is a new process with no local state: everything comes
+    // from the engine. Even the balancer's certificate: a fresh runner has
+    // none, takes the one the balancer serves, and keeps that balancer.
+    let target = env.target().await;
+    let balancer = xtask::haproxy::container_name(target.scope());
+    let balancer_id = || async {
+        let inspect = target.docker().inspect_container(&balancer, None).await;
+        inspect.unwrap().id.unwrap()
+    };
+    let before = balancer_id().await;
+    std::fs::remove_dir_all(target.runtime_dir()).unwrap();
     let (ok, back, stderr) = env.xtask_json(&["rollback"]);
     assert!(ok, "{stderr}");
+    assert_eq!(balancer_id().await, before, "the balancer was replaced");
     assert_eq!(
         (
             back["release"]["restores"].as_str(),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use bollard::{
     exec::{StartExecOptions, StartExecResults},
     models::{EndpointSettings, ExecConfig, NetworkConnectRequest, NetworkCreateRequest},
-    query_parameters::UploadToContainerOptionsBuilder,
+    query_parameters::{DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder},
     Docker,
 };
 use futures_util::StreamExt;
@@ -149,6 +149,37 @@ pub async fn upload(
         .upload_to_container(container, Some(options), bollard::body_full(bytes.into()))
         .await
         .with_context(|| format!("uploading files into {container}:{folder}"))
+}
+
+/// One file out of a container (running or not) through the archive API,
+/// or `None` when the container or the file does not exist.
+pub async fn download(docker: &Docker, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    let options = DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    let mut stream = docker.download_from_container(container, Some(options));
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => archive.extend_from_slice(&bytes),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {container}:{path}")),
+        }
+    }
+    let mut tar = tar::Archive::new(archive.as_slice());
+    let mut entries = tar
+        .entries()
+        .with_context(|| format!("reading the archive of {container}:{path}"))?;
+    let Some(entry) = entries.next() else {
+        return Ok(None);
+    };
+    let mut entry = entry.with_context(|| format!("reading the archive of {container}:{path}"))?;
+    let mut contents = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut contents)
+        .with_context(|| format!("reading {container}:{path}"))?;
+    Ok(Some(contents))
 }
 
 /// What an exec printed and how it ended.

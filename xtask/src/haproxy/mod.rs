@@ -128,6 +128,14 @@ fn significant_lines(config: &str) -> String {
         .join("\n")
 }
 
+/// The certificate and key the scope's balancer serves, read back from its
+/// container (`None` without one): a deploy from another machine (a fresh CI
+/// runner) keeps serving it instead of making a new one, which would change
+/// the balancer's fingerprint and force its replacement.
+pub async fn served_pem(docker: &Docker, scope: &str) -> Result<Option<Vec<u8>>> {
+    engine::download(docker, &container_name(scope), config::PEM_IN_CONTAINER).await
+}
+
 pub fn container_name(scope: &str) -> String {
     format!("{scope}-balancer")
 }

@@ -123,6 +123,14 @@ fn check_of(row: &ServerStat) -> Check {
     }
 }
 
+/// The certificate blocks of a PEM that also holds the key.
+fn certificate_of(pem: &[u8]) -> Option<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = std::str::from_utf8(pem).ok()?;
+    let last = text.rfind(END)? + END.len();
+    Some(format!("{}\n", &text[..last]))
+}
+
 /// The slot serving `addr`: not in MAINT (a free slot keeps its last address).
 fn slot_of(rows: &[ServerStat], addr: Option<SocketAddr>) -> Option<&ServerStat> {
     let addr = addr?.to_string();
@@ -139,7 +147,7 @@ impl DockerTarget {
         let app = env.app_name();
         let scope = env.scope();
         let runtime_dir = runtime_root().join(&scope);
-        Ok(DockerTarget {
+        let target = DockerTarget {
             ledger: Ledger::new(records::VolumeStore {
                 docker: docker.clone(),
                 scope: scope.clone(),
@@ -156,7 +164,9 @@ impl DockerTarget {
             health: env.file.health.clone(),
             app_port: env.file.app.port,
             public_url: env.public_url(),
-        })
+        };
+        target.adopt_served_pem().await?;
+        Ok(target)
     }
 
     pub fn docker(&self) -> &Docker {
@@ -167,21 +177,55 @@ impl DockerTarget {
         &self.scope
     }
 
+    /// This machine's folder for the environment (the balancer's certificate).
+    pub fn runtime_dir(&self) -> &std::path::Path {
+        &self.runtime_dir
+    }
+
     fn cert_path(&self) -> PathBuf {
         self.runtime_dir.join("tls").join("cert.pem")
     }
 
     /// The certificate and the PEM (certificate and key) the balancer serves:
-    /// made once per environment on this machine, then read back, so the
-    /// balancer's fingerprint stays the same from one command to the next.
+    /// the running balancer's (see `adopt_served_pem`), else made once per
+    /// environment on this machine and read back, so the balancer's
+    /// fingerprint stays the same from one command to the next.
     fn pem(&self) -> Result<Vec<u8>> {
-        let dir = self.runtime_dir.join("tls");
-        let pem_path = dir.join("balancer.pem");
+        let pem_path = self.pem_path();
         if let (Ok(pem), true) = (std::fs::read(&pem_path), self.cert_path().is_file()) {
             return Ok(pem);
         }
+        let (_, pem) = haproxy::dev_pem()?;
+        self.store_pem(&pem)?;
+        Ok(pem)
+    }
+
+    fn pem_path(&self) -> PathBuf {
+        self.runtime_dir.join("tls").join("balancer.pem")
+    }
+
+    /// The target is the truth, not this machine: a fresh CI runner (or one
+    /// whose runtime folder was cleared) takes the certificate the running
+    /// balancer serves, so it trusts it and a deploy keeps the balancer
+    /// rather than replacing it for a certificate of its own.
+    async fn adopt_served_pem(&self) -> Result<()> {
+        let Some(served) = haproxy::served_pem(&self.docker, &self.scope).await? else {
+            return Ok(());
+        };
+        if std::fs::read(self.pem_path()).ok().as_deref() == Some(served.as_slice())
+            && self.cert_path().is_file()
+        {
+            return Ok(());
+        }
+        self.store_pem(&served)
+    }
+
+    /// Writes the PEM (mode 0600: it holds the key) and its certificate
+    /// alone, for clients to trust.
+    fn store_pem(&self, pem: &[u8]) -> Result<()> {
+        let dir = self.runtime_dir.join("tls");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let (cert, pem) = haproxy::dev_pem()?;
+        let pem_path = self.pem_path();
         {
             use std::os::unix::fs::OpenOptionsExt;
             let mut file = std::fs::OpenOptions::new()
@@ -191,11 +235,17 @@ impl DockerTarget {
                 .mode(0o600)
                 .open(&pem_path)
                 .with_context(|| format!("writing {}", pem_path.display()))?;
-            std::io::Write::write_all(&mut file, &pem)?;
+            std::io::Write::write_all(&mut file, pem)
+                .with_context(|| format!("writing {}", pem_path.display()))?;
         }
+        let cert = certificate_of(pem).with_context(|| {
+            format!(
+                "the balancer's PEM has no certificate ({})",
+                pem_path.display()
+            )
+        })?;
         std::fs::write(self.cert_path(), cert)
-            .with_context(|| format!("writing {}", self.cert_path().display()))?;
-        Ok(pem)
+            .with_context(|| format!("writing {}", self.cert_path().display()))
     }
 
     fn haproxy_settings(&self) -> HaproxySettings {
@@ -694,6 +744,15 @@ mod tests {
             check_of(&running),
             Check::Reported { ready: false }
         ));
+    }
+
+    #[test]
+    fn the_certificate_of_a_pem_leaves_the_key_out() {
+        let (cert, pem) = haproxy::dev_pem().unwrap();
+        let found = certificate_of(&pem).unwrap();
+        assert_eq!(found.trim(), cert.trim());
+        assert!(!found.contains("PRIVATE KEY"));
+        assert!(certificate_of(b"-----BEGIN PRIVATE KEY-----\n").is_none());
     }
 
     #[test]
