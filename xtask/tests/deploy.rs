@@ -283,6 +283,40 @@ async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_p
         stderr.contains("--to r99: no such release") && stderr.contains("kept: r1, r2, r3, r4"),
         "{stderr}"
     );
+
+    // The balancer restarts (an engine restart, a crash): HAProxy comes back
+    // from its config with every slot in MAINT and the public URL answers
+    // 503, while the instances run on. `route` puts them back.
+    target
+        .docker()
+        .restart_container(&balancer, None)
+        .await
+        .unwrap();
+    let client = target.public_client().unwrap();
+    let health = format!("{}/health", env.public_url());
+    let status = |client: &reqwest::Client| {
+        let request = client.get(&health).send();
+        async move { request.await.map(|r| r.status().as_u16()).ok() }
+    };
+    let mut answered = None;
+    for _ in 0..100 {
+        answered = status(&client).await;
+        if answered.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, Some(503), "a restarted balancer serves no slot");
+    let (ok, routed, stderr) = env.xtask_json(&["route"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(routed["release"], "r4", "{routed}");
+    assert_eq!(routed["moved"], 3, "{routed}");
+    for _ in 0..20 {
+        assert_eq!(status(&client).await, Some(200), "after route");
+    }
+    // A second pass finds nothing to move.
+    let (ok, again, _) = env.xtask_json(&["route"]);
+    assert!(ok && again["moved"] == 0, "{again}");
 }
 
 async fn lock_is_free(env: &TestEnv) -> bool {

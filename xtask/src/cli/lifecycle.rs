@@ -74,9 +74,10 @@ pub struct RouteArgs {
     pub json: bool,
 }
 
-/// `route`: traffic back onto the live instances that answer, where the
-/// orchestrator replaced some between deploys (swarm does; Docker restarts
-/// an instance in place and Kubernetes routes through its Service).
+/// `route`: traffic back onto the live instances of the active release
+/// between deploys: where the orchestrator replaced some (swarm), or where
+/// the balancer restarted and lost its runtime state (Docker; Kubernetes
+/// routes through its Service and has nothing to repair).
 pub async fn route(args: RouteArgs) -> Result<ExitCode> {
     let env = load_env(&args.env)?;
     let target = connect(&env, &args.env).await?;
@@ -87,7 +88,7 @@ pub async fn route(args: RouteArgs) -> Result<ExitCode> {
     loop {
         let Some(routed) = target.repair().await? else {
             bail!(
-                "{}: route is for swarm targets (target.kind = \"swarm\"); docker restarts an instance in place and Kubernetes routes through its Service",
+                "{}: route is for the Docker and swarm targets; Kubernetes routes through its Service",
                 env.path.display()
             );
         };

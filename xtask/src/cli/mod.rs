@@ -47,7 +47,7 @@ pub enum Command {
     History(releases::EnvJsonArgs),
     /// Probe the public URL and every instance; exit 1 when anything is unhealthy
     Health(releases::EnvJsonArgs),
-    /// Swarm: point the balancer's slots at the live tasks that answer (once, or --watch)
+    /// Docker and swarm: the balancer back onto the active release's live instances (once, or --watch)
     Route(lifecycle::RouteArgs),
     /// Show or free an environment's deploy lock
     #[command(subcommand)]

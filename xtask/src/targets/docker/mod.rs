@@ -10,6 +10,7 @@
 mod instances;
 mod prune;
 mod records;
+mod repair;
 mod traffic;
 
 use std::{
@@ -644,7 +645,8 @@ impl Target for DockerTarget {
     }
 
     async fn repair(&self) -> Result<Option<serde_json::Value>> {
-        Ok(None)
+        let routed = repair::once(self).await?;
+        Ok(Some(serde_json::to_value(routed)?))
     }
 
     async fn stop_all(&self) -> Result<()> {

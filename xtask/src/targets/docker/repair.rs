@@ -1,0 +1,99 @@
+//! `cargo xtask route` on a Docker host: the balancer's slots back onto the
+//! active release's instances. HAProxy keeps addresses and weights set
+//! through its runtime API in memory only: after the balancer container
+//! restarts (an engine restart, a crash, `docker restart`) every slot is
+//! back to MAINT as its config declares, while the instances run on and the
+//! public URL answers 503. Docker may also give an instance it restarted in
+//! place another address. One pass puts the active release's running
+//! instances back into slots, waits for HAProxy's checks, then sends the
+//! active release all traffic. It stands aside while a live deploy holds
+//! the lock: that deploy moves the slots itself.
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{slot_of, DockerTarget};
+use crate::{
+    deploy::{lock::LockStore, records::HistoryStore},
+    haproxy::runtime::ServerStatus,
+    targets::{InstanceState, Split, Target},
+};
+
+#[derive(Debug, Serialize)]
+pub struct Routed {
+    /// Why nothing was changed, when nothing was.
+    pub skipped: Option<String>,
+    pub release: Option<String>,
+    /// Instances that had no slot and got one.
+    pub moved: usize,
+    /// The instances in traffic, after.
+    pub slots: Vec<String>,
+}
+
+/// How long a pass waits for HAProxy's first passing checks of the
+/// instances it put back, before it gives them their weights anyway (HAProxy
+/// itself keeps traffic off a server whose checks fail).
+const CHECKS_WAIT: Duration = Duration::from_secs(10);
+
+pub async fn once(target: &DockerTarget) -> Result<Routed> {
+    let skipped = |why: String| Routed {
+        skipped: Some(why),
+        release: None,
+        moved: 0,
+        slots: Vec::new(),
+    };
+    if let Some((_, holder)) = target.lock_read().await? {
+        let now = chrono::Utc::now().timestamp();
+        if !holder.holder_gone() && !holder.expired(now) {
+            return Ok(skipped(format!("locked by {}", holder.describe())));
+        }
+    }
+    let history = target.read_history().await?;
+    let Some(active) = history.active().map(|r| r.id.clone()) else {
+        return Ok(skipped("no active release".into()));
+    };
+    // A stopped balancer is started again (same config and certificate).
+    let balancer = target.ensure_balancer().await?;
+    let rows = balancer.servers().await?;
+    let missing: Vec<_> = target
+        .running()
+        .await?
+        .into_iter()
+        .filter(|(i, s)| {
+            i.release == active
+                && matches!(s, InstanceState::Running { .. })
+                && slot_of(&rows, i.addr).is_none()
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if !missing.is_empty() {
+        target.attach(&active).await?;
+        let deadline = Instant::now() + CHECKS_WAIT;
+        while Instant::now() < deadline {
+            let rows = balancer.servers().await?;
+            let checked = missing
+                .iter()
+                .all(|i| slot_of(&rows, i.addr).is_some_and(|r| r.status == ServerStatus::Up));
+            if checked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    target.shift(&Split::all(&active)).await?;
+    let rows = balancer.servers().await?;
+    let serving = target
+        .containers()
+        .await?
+        .into_iter()
+        .filter(|i| slot_of(&rows, i.addr).is_some_and(|r| r.user_weight > 0))
+        .map(|i| i.name)
+        .collect();
+    Ok(Routed {
+        skipped: None,
+        release: Some(active),
+        moved: missing.len(),
+        slots: serving,
+    })
+}
