@@ -26,7 +26,7 @@ use xtask::{
     workspace,
 };
 
-use super::{client, support::free_port};
+use super::{assert_security_headers, client, support::free_port};
 
 /// A process this test started; stopped and reaped however the test ends.
 struct Running(Child);
@@ -178,26 +178,6 @@ impl Front {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
-    for (name, expected) in [
-        (
-            "strict-transport-security",
-            "max-age=63072000; includeSubDomains",
-        ),
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-    ] {
-        assert_eq!(
-            headers.get(name).map(|v| v.to_str().unwrap()),
-            Some(expected),
-            "{name}"
-        );
-    }
-    let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'"), "{csp}");
 }
 
 #[tokio::test]

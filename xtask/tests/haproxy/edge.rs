@@ -5,7 +5,7 @@ use futures_util::{stream, StreamExt};
 use reqwest::StatusCode;
 use xtask::haproxy::{engine, AdminState};
 
-use super::{client, spec, Stack};
+use super::{assert_security_headers, client, spec, Stack};
 
 #[tokio::test]
 async fn http_redirects_to_https_which_answers_with_security_headers_and_request_ids() {
@@ -66,26 +66,6 @@ async fn http_redirects_to_https_which_answers_with_security_headers_and_request
         line.contains(" app/s1 ") && line.contains(" 200 "),
         "{line}"
     );
-}
-
-fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
-    for (name, expected) in [
-        (
-            "strict-transport-security",
-            "max-age=63072000; includeSubDomains",
-        ),
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-    ] {
-        assert_eq!(
-            headers.get(name).map(|v| v.to_str().unwrap()),
-            Some(expected),
-            "{name}"
-        );
-    }
-    let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'"), "{csp}");
 }
 
 async fn statuses(client: &reqwest::Client, url: &str, count: usize) -> Vec<StatusCode> {

@@ -232,3 +232,24 @@ fn a_template_edit_that_breaks_only_the_compose_rendering_is_named() {
         "{error}"
     );
 }
+
+/// The headers both fronts (deploy target and compose) add to every answer.
+pub fn assert_security_headers(headers: &reqwest::header::HeaderMap) {
+    for (name, expected) in [
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(
+            headers.get(name).map(|v| v.to_str().unwrap()),
+            Some(expected),
+            "{name}"
+        );
+    }
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+}
