@@ -1,0 +1,99 @@
+//! Runs the network commands `plan` builds, and finds and removes the lab's
+//! namespaces and links by name.
+use anyhow::{bail, Context, Result};
+
+use super::plan::{self, Cmd};
+
+/// Runs one command; a failure names the command and its stderr.
+pub fn run(cmd: &Cmd) -> Result<()> {
+    let output = duct::cmd(&cmd.program, &cmd.args)
+        .stderr_capture()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("running `{}`", cmd.display()))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            cmd.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn read(program: &str, args: &[&str]) -> Result<String> {
+    duct::cmd(program, args)
+        .stderr_null()
+        .read()
+        .with_context(|| format!("running `{program} {}`", args.join(" ")))
+}
+
+/// Every IPv4 route (all tables) and address on the machine, for the subnet choice.
+pub fn routes_and_addresses() -> Result<String> {
+    Ok(format!(
+        "{}\n{}",
+        read("ip", &["-4", "route", "show", "table", "all"])?,
+        read("ip", &["-4", "-o", "addr", "show"])?
+    ))
+}
+
+/// Network namespaces by name (`ip netns list` prints `name (id: N)`).
+pub fn namespaces() -> Result<Vec<String>> {
+    Ok(read("ip", &["netns", "list"])?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Link names in the machine's namespace (`ip -o link` prints `N: name@peer: ...`).
+pub fn links() -> Result<Vec<String>> {
+    Ok(read("ip", &["-o", "link", "show"])?
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+        .collect())
+}
+
+pub fn lab_namespaces(prefix: &str) -> Result<Vec<String>> {
+    Ok(namespaces()?
+        .into_iter()
+        .filter(|n| plan::is_lab_name(prefix, n))
+        .collect())
+}
+
+pub fn lab_links(prefix: &str) -> Result<Vec<String>> {
+    Ok(links()?
+        .into_iter()
+        .filter(|n| plan::is_lab_name(prefix, n))
+        .collect())
+}
+
+/// Routes inside a namespace, to prove a lab host has no default route.
+pub fn routes_in(netns: &str) -> Result<String> {
+    read("ip", &["-n", netns, "-4", "route", "show", "table", "all"])
+}
+
+/// Removes the lab's namespaces and links found by name (a namespace takes
+/// its `eth0` and so the veth pair with it); returns what it removed.
+pub fn remove_all(prefix: &str) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for netns in lab_namespaces(prefix)? {
+        run(&Cmd::new("ip", &["netns", "del", &netns]))?;
+        removed.push(format!("netns {netns}"));
+    }
+    for link in lab_links(prefix)? {
+        // A veth may already be gone with its namespace's end.
+        if links()?.contains(&link) {
+            run(&Cmd::new("ip", &["link", "del", &link]))?;
+            removed.push(format!("link {link}"));
+        }
+    }
+    let (netns_left, links_left) = (lab_namespaces(prefix)?, lab_links(prefix)?);
+    if !netns_left.is_empty() || !links_left.is_empty() {
+        bail!("still present after removal: namespaces {netns_left:?}, links {links_left:?}");
+    }
+    Ok(removed)
+}

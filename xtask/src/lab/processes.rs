@@ -1,0 +1,137 @@
+//! The lab's daemons: started from `plan`'s commands, waited for, and
+//! stopped by pid. A pid is trusted only while its command line still names
+//! the lab's folder, so a recycled pid is never signalled.
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+use super::plan::Cmd;
+use crate::{daemon, engine::ManagedProcess};
+
+/// Starts `cmd` in the background (own process group, output to `log`);
+/// `marker` is what its command line keeps naming (a socket or config path).
+pub fn spawn(cmd: &Cmd, log: &Path, marker: &str) -> Result<ManagedProcess> {
+    let args: Vec<&str> = cmd.args.iter().map(String::as_str).collect();
+    let pid = daemon::spawn(&cmd.program, &args, log)
+        .with_context(|| format!("starting `{}`", cmd.display()))?;
+    Ok(ManagedProcess {
+        pid,
+        marker: marker.to_owned(),
+        log: log.to_owned(),
+    })
+}
+
+/// Polls `ready` until it says yes; fails early, with the log's tail, when
+/// the process died, and stops it when it does not get ready in time.
+pub async fn wait_ready<F, Fut>(
+    what: &str,
+    process: &ManagedProcess,
+    limit: Duration,
+    mut ready: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if ready().await {
+            return Ok(());
+        }
+        if !daemon::is_alive(process.pid) {
+            bail!(
+                "{what} exited during start-up (log {}):\n{}",
+                process.log.display(),
+                daemon::log_tail(&process.log, 15)
+            );
+        }
+        if Instant::now() > deadline {
+            stop(process, Duration::from_secs(5));
+            bail!(
+                "{what} was not ready within {limit:?} (log {}):\n{}",
+                process.log.display(),
+                daemon::log_tail(&process.log, 15)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn tcp_open(address: &str) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(address)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// SIGTERM, up to `grace`, then SIGKILL; only while the pid is still ours.
+pub fn stop(process: &ManagedProcess, grace: Duration) {
+    if let Err(e) = daemon::stop(process.pid, &process.marker, grace) {
+        eprintln!("warning: stopping pid {}: {e:#}", process.pid);
+    }
+}
+
+/// Every process whose command line names `dir` (dockerd, its containerd
+/// and shims, docker-proxy, sshd, the registry): what is left of a lab
+/// whose state file was lost or whose daemons were killed uncleanly.
+pub fn naming(dir: &Path) -> Vec<u32> {
+    // With the slash: `target/lab/` must not match `target/lab-test/`.
+    let marker = format!("{}/", dir.display());
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && daemon::is_ours(*pid, &marker))
+        .collect()
+}
+
+/// SIGKILL every process that still names `dir`, then wait until none does.
+pub fn kill_naming(dir: &Path, limit: Duration) -> Result<Vec<u32>> {
+    let found = naming(dir);
+    for pid in &found {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = naming(dir);
+        if left.is_empty() {
+            return Ok(found);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "processes naming {} survive SIGKILL: {left:?}",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Mount points under `dir` (overlay layers, netns files of a dockerd that
+/// was killed), deepest first, from /proc/self/mountinfo.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    found.dedup();
+    found
+}
