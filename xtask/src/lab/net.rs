@@ -76,24 +76,40 @@ pub fn routes_in(netns: &str) -> Result<String> {
     read("ip", &["-n", netns, "-4", "route", "show", "table", "all"])
 }
 
-/// Removes the lab's namespaces and links found by name (a namespace takes
-/// its `eth0` and so the veth pair with it); returns what it removed.
+/// Removes the lab's links and namespaces found by name: the veths first
+/// (deleting one end takes its peer), then the bridge and the namespaces.
+/// The kernel frees a namespace's links asynchronously, so a link that
+/// vanished meanwhile is not an error, and the check at the end waits a moment.
 pub fn remove_all(prefix: &str) -> Result<Vec<String>> {
     let mut removed = Vec::new();
+    for link in lab_links(prefix)? {
+        let output = duct::cmd!("ip", "link", "del", &link)
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .with_context(|| format!("running `ip link del {link}`"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            removed.push(format!("link {link}"));
+        } else if !stderr.contains("Cannot find device") {
+            bail!("`ip link del {link}` failed: {}", stderr.trim());
+        }
+    }
     for netns in lab_namespaces(prefix)? {
         run(&Cmd::new("ip", &["netns", "del", &netns]))?;
         removed.push(format!("netns {netns}"));
     }
-    for link in lab_links(prefix)? {
-        // A veth may already be gone with its namespace's end.
-        if links()?.contains(&link) {
-            run(&Cmd::new("ip", &["link", "del", &link]))?;
-            removed.push(format!("link {link}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (netns_left, links_left) = (lab_namespaces(prefix)?, lab_links(prefix)?);
+        if netns_left.is_empty() && links_left.is_empty() {
+            return Ok(removed);
         }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "still present 5s after removal: namespaces {netns_left:?}, links {links_left:?}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let (netns_left, links_left) = (lab_namespaces(prefix)?, lab_links(prefix)?);
-    if !netns_left.is_empty() || !links_left.is_empty() {
-        bail!("still present after removal: namespaces {netns_left:?}, links {links_left:?}");
-    }
-    Ok(removed)
 }

@@ -234,6 +234,9 @@ pub fn dockerd_command(netns: &str, hostname: &str, paths: &DockerdPaths, bip: &
             // through docker-proxy, which needs neither.
             "--iptables=false",
             "--ip-masq=false",
+            // Lab hosts are disposable: `down` should not wait dockerd's
+            // default 15 s for containers that ignore SIGTERM.
+            "--shutdown-timeout=2",
         ],
     )
 }

@@ -62,6 +62,9 @@ pub async fn up(options: &Options) -> Result<(Lab, bool)> {
             plan::MAX_HOSTS
         );
     }
+    // One `up` at a time on the machine: two labs choosing a subnet at once
+    // would both take the first free one.
+    let _lock = machine_lock()?;
     if let Some(mut lab) = Lab::load_from(&options.dir)? {
         if lab.complete && super::status::all_alive(&lab).await {
             if lab.hosts.len() != options.hosts || lab.prefix != options.prefix {
@@ -102,6 +105,21 @@ pub async fn up(options: &Options) -> Result<(Lab, bool)> {
             }
         }
     }
+}
+
+const LOCK_FILE: &str = "/run/xtask-lab.lock";
+
+/// Held until dropped (the kernel releases it if the process dies).
+fn machine_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {LOCK_FILE}"))
 }
 
 /// Names, addresses and paths of everything `up` will make; nothing made yet.
