@@ -85,6 +85,35 @@ fn link_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
+/// A FROM-scratch image around this machine's static busybox serving
+/// /www/index.html on port 9000, built on `docker`.
+async fn busybox_image(docker: &bollard::Docker, tag: &str) -> String {
+    setup::ensure(setup::BUSYBOX).expect("installing busybox-static");
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let reference = format!("xtask-test-lab-busybox:{tag}");
+    let tar = image::context::tar(
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nUSER 65532:65532\nEXPOSE 9000\n\
+         CMD [\"/bin/busybox\",\"httpd\",\"-f\",\"-p\",\"9000\",\"-h\",\"/www\"]\n",
+        &[
+            image::context::File {
+                path: "busybox".into(),
+                contents: busybox,
+                mode: 0o755,
+            },
+            image::context::File {
+                path: "www/index.html".into(),
+                contents: b"from the lab registry\n".to_vec(),
+                mode: 0o644,
+            },
+        ],
+    )
+    .unwrap();
+    image::build_context(docker, tar, std::slice::from_ref(&reference), true)
+        .await
+        .expect("building the busybox image");
+    reference
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_host_has_its_namespace_daemons_hostname_and_no_default_route() {
     let lease = shared_lab().await;
@@ -185,29 +214,7 @@ async fn an_image_pushed_to_the_lab_registry_is_pulled_with_auth_and_served_on_a
         "the lab registry",
     );
 
-    setup::ensure(setup::BUSYBOX).expect("installing busybox-static");
-    let busybox = std::fs::read("/bin/busybox").unwrap();
-    let source = "xtask-test-lab-busybox:one".to_owned();
-    let tar = image::context::tar(
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nUSER 65532:65532\nEXPOSE 9000\n\
-         CMD [\"/bin/busybox\",\"httpd\",\"-f\",\"-p\",\"9000\",\"-h\",\"/www\"]\n",
-        &[
-            image::context::File {
-                path: "busybox".into(),
-                contents: busybox,
-                mode: 0o755,
-            },
-            image::context::File {
-                path: "www/index.html".into(),
-                contents: b"from the lab registry\n".to_vec(),
-                mode: 0o644,
-            },
-        ],
-    )
-    .unwrap();
-    image::build_context(&machine, tar, std::slice::from_ref(&source), true)
-        .await
-        .expect("building the busybox image on the machine's engine");
+    let source = busybox_image(&machine, "one").await;
     let pushed = xtask::registry::push(&machine, &source, &registry.address, Some(&auth), true)
         .await
         .expect("pushing to the lab registry (TLS trusted through certs.d, htpasswd auth)");
@@ -351,8 +358,46 @@ async fn down_removes_everything_up_made_even_after_a_failed_up() {
     let certs_d = full.registry.as_ref().unwrap().certs_d.clone();
     assert!(certs_d.join("ca.crt").exists());
     eprintln!("1-host lab up in {:?}", started.elapsed());
+    // A container whose dockerd is SIGKILLed outlives it (and its shim):
+    // down must still find it, by the cgroup the lab named.
+    let host = &full.hosts[0];
+    let docker = engine::connect(&host.docker_host()).await.unwrap();
+    let reference = busybox_image(&docker, "teardown").await;
+    let created = docker
+        .create_container(
+            None,
+            ContainerCreateBody {
+                image: Some(reference),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+    let pid = docker
+        .inspect_container(&created.id, None)
+        .await
+        .unwrap()
+        .state
+        .and_then(|s| s.pid)
+        .expect("the container's pid") as i32;
+    let dockerd = host.dockerd.as_ref().unwrap().pid as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dockerd),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container outlives its killed dockerd"
+    );
     let started = Instant::now();
     lab::down(TEARDOWN_PREFIX, &dir).await.unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container process {pid} survived down"
+    );
     eprintln!("1-host lab down in {:?}", started.elapsed());
     nothing_left("after down");
     assert!(!certs_d.exists(), "{} left", certs_d.display());

@@ -36,6 +36,12 @@ pub async fn down(prefix: &str, dir: &Path) -> Result<Removed> {
     for pid in processes::kill_naming(&dir, Duration::from_secs(10))? {
         removed.items.push(format!("process {pid} (SIGKILL)"));
     }
+    for pid in processes::kill_in_lab_cgroups(prefix) {
+        removed
+            .items
+            .push(format!("container process {pid} (SIGKILL)"));
+    }
+    removed.items.extend(processes::remove_lab_cgroups(prefix)?);
     for mount in processes::mounts_under(&dir) {
         net::run(&Cmd::new("umount", &["--lazy", &mount]))?;
         removed.items.push(format!("mount {mount}"));
@@ -79,7 +85,9 @@ fn stop_recorded(lab: &Lab, removed: &mut Removed) {
             nix::sys::signal::Signal::SIGTERM,
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Bounded: whatever is still up after this is SIGKILLed, and what that
+    // leaves (containers, mounts) the by-name sweep removes.
+    let deadline = Instant::now() + Duration::from_secs(8);
     while running.iter().any(|(_, p)| p.is_running()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -112,7 +120,26 @@ fn remove_certs_d(lab: &Lab, removed: &mut Removed) -> Result<()> {
 }
 
 fn verify_gone(prefix: &str, dir: &Path) -> Result<()> {
-    let processes = processes::naming(dir);
+    // A SIGKILLed process lingers until its parent reaps it: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let processes = loop {
+        let mut left = processes::naming(dir);
+        left.extend(processes::in_lab_cgroups(prefix));
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let processes: Vec<String> = processes
+        .iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid} {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect();
     let (netns, links) = (net::lab_namespaces(prefix)?, net::lab_links(prefix)?);
     if !processes.is_empty() || !netns.is_empty() || !links.is_empty() || dir.exists() {
         bail!(

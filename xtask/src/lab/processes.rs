@@ -135,3 +135,86 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
     found.dedup();
     found
 }
+
+/// Processes in a cgroup the lab named (`/<prefix>-h<i>/...`, see
+/// `--cgroup-parent`): containers whose dockerd and shim are gone.
+pub fn in_lab_cgroups(prefix: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.splitn(3, ':').nth(2))
+                .any(|path| {
+                    path.trim_start_matches('/')
+                        .split('/')
+                        .next()
+                        .is_some_and(|top| super::plan::is_lab_name(prefix, top))
+                })
+        })
+        .collect()
+}
+
+/// SIGKILL every process in the lab's cgroups.
+pub fn kill_in_lab_cgroups(prefix: &str) -> Vec<u32> {
+    let found = in_lab_cgroups(prefix);
+    for pid in &found {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    found
+}
+
+/// Removes the lab's cgroup folders in every hierarchy, deepest first
+/// (cgroupfs folders are removed with rmdir once empty of processes).
+pub fn remove_lab_cgroups(prefix: &str) -> Result<Vec<String>> {
+    fn remove_tree(dir: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path())?;
+            }
+        }
+        std::fs::remove_dir(dir)
+    }
+    let mut removed = Vec::new();
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Ok(removed);
+    };
+    let mut roots: Vec<std::path::PathBuf> = vec!["/sys/fs/cgroup".into()];
+    roots.extend(
+        hierarchies
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir()),
+    );
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if super::plan::is_lab_name(prefix, &name) && entry.path().is_dir() {
+                let path = entry.path();
+                // A process may take a moment to leave its cgroup after SIGKILL.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    match remove_tree(&path) {
+                        Ok(()) => break,
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("removing cgroup {}", path.display()))
+                        }
+                    }
+                }
+                removed.push(format!("cgroup {}", path.display()));
+            }
+        }
+    }
+    Ok(removed)
+}

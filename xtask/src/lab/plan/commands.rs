@@ -92,6 +92,9 @@ pub fn dockerd_command(netns: &str, hostname: &str, paths: &DockerdPaths, bip: &
             // Lab hosts are disposable: `down` should not wait dockerd's
             // default 15 s for containers that ignore SIGTERM.
             "--shutdown-timeout=2",
+            // Containers in cgroups named after the host: `down` finds (and
+            // kills) what outlived a killed dockerd, and removes the cgroups.
+            &format!("--cgroup-parent=/{netns}"),
         ],
     )
 }
@@ -162,6 +165,7 @@ mod tests {
         );
         assert!(!line.contains("ip netns exec"));
         assert!(line.contains("--iptables=false") && line.contains("--bip 172.31.201.1/24"));
+        assert!(line.contains("--cgroup-parent=/xlab-h1"), "{line}");
         let s = sshd_command("xlab-h1", 42, Path::new("/l/h1/sshd_config"));
         assert_eq!(
             s.display(),
