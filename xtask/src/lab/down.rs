@@ -43,14 +43,18 @@ pub async fn down(prefix: &str, dir: &Path) -> Result<Removed> {
     }
     removed.items.extend(processes::remove_lab_cgroups(prefix)?);
     for mount in processes::mounts_under(&dir) {
-        net::run(&Cmd::new("umount", &["--lazy", &mount]))?;
+        processes::run(&Cmd::new("umount", &["--lazy", &mount]))?;
         removed.items.push(format!("mount {mount}"));
     }
+    let bridge_address = lab
+        .as_ref()
+        .map(|l| l.bridge_address)
+        .or_else(|| net::bridge_address(prefix));
     removed
         .items
         .extend(net::remove_all(prefix).context("removing the lab's namespaces and links")?);
-    if let Some(lab) = &lab {
-        remove_certs_d(lab, &mut removed)?;
+    if let Some(address) = bridge_address {
+        remove_certs_d(address, &mut removed)?;
     }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -100,9 +104,9 @@ fn stop_recorded(lab: &Lab, removed: &mut Removed) {
 
 /// The CA the registry put in /etc/docker/certs.d, recorded or not yet
 /// recorded (any `<bridge address>:<port>` entry is this lab's).
-fn remove_certs_d(lab: &Lab, removed: &mut Removed) -> Result<()> {
+fn remove_certs_d(bridge_address: std::net::Ipv4Addr, removed: &mut Removed) -> Result<()> {
     let root = Path::new("/etc/docker/certs.d");
-    let ours = format!("{}:", lab.bridge_address);
+    let ours = format!("{bridge_address}:");
     let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(());
     };

@@ -2,26 +2,10 @@
 //! namespaces and links by name.
 use anyhow::{bail, Context, Result};
 
-use super::plan::{self, Cmd};
-
-/// Runs one command; a failure names the command and its stderr.
-pub fn run(cmd: &Cmd) -> Result<()> {
-    let output = duct::cmd(&cmd.program, &cmd.args)
-        .stderr_capture()
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .with_context(|| format!("running `{}`", cmd.display()))?;
-    if !output.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            cmd.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
-}
+use super::{
+    plan::{self, Cmd},
+    processes::run,
+};
 
 fn read(program: &str, args: &[&str]) -> Result<String> {
     duct::cmd(program, args)
@@ -69,6 +53,24 @@ pub fn lab_links(prefix: &str) -> Result<Vec<String>> {
         .into_iter()
         .filter(|n| plan::is_lab_name(prefix, n))
         .collect())
+}
+
+/// The IPv4 address on the lab's bridge, if the bridge is there: what a
+/// lost state file no longer says (the registry's certs.d entry is named by it).
+pub fn bridge_address(prefix: &str) -> Option<std::net::Ipv4Addr> {
+    let text = read(
+        "ip",
+        &[
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            &plan::bridge_name(prefix),
+        ],
+    )
+    .ok()?;
+    plan::routed_networks(&text).first().map(|(addr, _)| *addr)
 }
 
 /// Routes inside a namespace, to prove a lab host has no default route.

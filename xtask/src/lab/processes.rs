@@ -15,6 +15,25 @@ use nix::{
 use super::plan::Cmd;
 use crate::{daemon, engine::ManagedProcess};
 
+/// Runs one command; a failure names the command and its stderr.
+pub fn run(cmd: &Cmd) -> Result<()> {
+    let output = duct::cmd(&cmd.program, &cmd.args)
+        .stderr_capture()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("running `{}`", cmd.display()))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            cmd.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Starts `cmd` in the background (own process group, output to `log`);
 /// `marker` is what its command line keeps naming (a socket or config path).
 pub fn spawn(cmd: &Cmd, log: &Path, marker: &str) -> Result<ManagedProcess> {

@@ -176,7 +176,7 @@ fn plan_lab(options: &Options) -> Result<Lab> {
 }
 
 fn run_all(cmds: &[Cmd]) -> Result<()> {
-    cmds.iter().try_for_each(net::run)
+    cmds.iter().try_for_each(processes::run)
 }
 
 fn mkdir(path: &Path) -> Result<()> {
@@ -191,7 +191,7 @@ async fn make(lab: &mut Lab, options: &Options) -> Result<()> {
     run_all(&plan::bridge_commands(&lab.bridge, lab.bridge_address))?;
 
     mkdir(lab.ssh.key.parent().expect("ssh folder"))?;
-    net::run(&plan::keygen_command(&lab.ssh.key, "xtask-lab"))?;
+    processes::run(&plan::keygen_command(&lab.ssh.key, "xtask-lab"))?;
 
     options.check("registry")?;
     lab.registry = Some(registry::start(&lab.dir, lab.bridge_address).await?);
@@ -238,7 +238,7 @@ async fn make(lab: &mut Lab, options: &Options) -> Result<()> {
     let mut host_keys = Vec::new();
     for host in lab.hosts.iter_mut() {
         let host_key = host.dir.join("ssh_host_ed25519_key");
-        net::run(&plan::keygen_command(&host_key, &host.name))?;
+        processes::run(&plan::keygen_command(&host_key, &host.name))?;
         let public = host_key.with_extension("pub");
         let public = std::fs::read_to_string(&public)
             .with_context(|| format!("reading {}", public.display()))?;
