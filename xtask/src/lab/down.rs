@@ -30,6 +30,13 @@ pub async fn down(prefix: &str, dir: &Path) -> Result<Removed> {
         eprintln!("warning: {e:#}; removing the lab by name only");
         None
     });
+    // Containers first: lab containers are disposable, and dockerd would
+    // otherwise give each one its stop timeout (10 s) while shutting down.
+    for pid in processes::kill_in_lab_cgroups(prefix) {
+        removed
+            .items
+            .push(format!("container process {pid} (SIGKILL)"));
+    }
     if let Some(lab) = &lab {
         stop_recorded(lab, &mut removed);
     }
