@@ -23,6 +23,12 @@ pub async fn down(prefix: &str, dir: &Path) -> Result<Removed> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the lab needs root to remove its namespaces, bridge and daemons");
     }
+    let _lock = super::machine_lock()?;
+    down_locked(prefix, dir).await
+}
+
+/// `down` for a caller that holds the machine lock (`up`).
+pub(crate) async fn down_locked(prefix: &str, dir: &Path) -> Result<Removed> {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let mut removed = Removed::default();
     // A state file that does not parse still leaves the by-name sweep.
@@ -57,12 +63,13 @@ pub async fn down(prefix: &str, dir: &Path) -> Result<Removed> {
         .as_ref()
         .map(|l| l.bridge_address)
         .or_else(|| net::bridge_address(prefix));
-    removed
-        .items
-        .extend(net::remove_all(prefix).context("removing the lab's namespaces and links")?);
+    // While the bridge still holds the address: no other lab can have it.
     if let Some(address) = bridge_address {
         remove_certs_d(address, &mut removed)?;
     }
+    removed
+        .items
+        .extend(net::remove_all(prefix).context("removing the lab's namespaces and links")?);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         removed.items.push(format!("folder {}", dir.display()));

@@ -183,6 +183,23 @@ impl Lab {
     }
 }
 
+/// `up` and `down` hold it: a `down` removing a bridge while another lab's
+/// `up` picks the freed subnet must not then remove that lab's certs.d entry.
+const LOCK_FILE: &str = "/run/xtask-lab.lock";
+
+/// Held until dropped (the kernel releases it if the process dies).
+pub(crate) fn machine_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {LOCK_FILE}"))
+}
+
 pub(crate) fn state_file(dir: &Path) -> PathBuf {
     dir.join("state.json")
 }

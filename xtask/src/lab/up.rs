@@ -64,7 +64,7 @@ pub async fn up(options: &Options) -> Result<(Lab, bool)> {
     }
     // One `up` at a time on the machine: two labs choosing a subnet at once
     // would both take the first free one.
-    let _lock = machine_lock()?;
+    let _lock = super::machine_lock()?;
     if let Some(mut lab) = Lab::load_from(&options.dir)? {
         if lab.complete && super::status::all_alive(&lab).await {
             if lab.hosts.len() != options.hosts || lab.prefix != options.prefix {
@@ -88,7 +88,7 @@ pub async fn up(options: &Options) -> Result<(Lab, bool)> {
         );
     }
     // Whatever a lost or stale state left behind goes first, found by name.
-    down::down(&options.prefix, &options.dir).await?;
+    down::down_locked(&options.prefix, &options.dir).await?;
 
     let mut lab = plan_lab(options)?;
     lab.save()?;
@@ -96,7 +96,7 @@ pub async fn up(options: &Options) -> Result<(Lab, bool)> {
         Ok(()) => Ok((lab, true)),
         Err(e) if options.keep_on_failure => Err(e),
         Err(e) => {
-            let cleanup = down::down(&options.prefix, &options.dir).await;
+            let cleanup = down::down_locked(&options.prefix, &options.dir).await;
             match cleanup {
                 Ok(_) => Err(e.context("lab up failed; removed what it had made")),
                 Err(c) => Err(e.context(format!(
@@ -105,21 +105,6 @@ pub async fn up(options: &Options) -> Result<(Lab, bool)> {
             }
         }
     }
-}
-
-const LOCK_FILE: &str = "/run/xtask-lab.lock";
-
-/// Held until dropped (the kernel releases it if the process dies).
-fn machine_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(LOCK_FILE)
-        .with_context(|| format!("opening {LOCK_FILE}"))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("locking {LOCK_FILE}"))
 }
 
 /// Names, addresses and paths of everything `up` will make; nothing made yet.
