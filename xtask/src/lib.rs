@@ -10,6 +10,7 @@ pub mod environment;
 pub mod gate;
 pub mod haproxy;
 pub mod image;
+pub mod lab;
 pub mod lint;
 pub mod load;
 pub mod nginx;

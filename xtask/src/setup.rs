@@ -33,6 +33,16 @@ pub const TEST_SERVICES: &[Tool] = &[
         program: "nginx",
         package: "nginx-light",
     },
+    // The lab's hosts (`cargo xtask lab`) run sshd; `docker -H ssh://` and
+    // bollard's ssh transport run the client.
+    Tool {
+        program: "sshd",
+        package: "openssh-server",
+    },
+    Tool {
+        program: "ssh",
+        package: "openssh-client",
+    },
 ];
 
 /// What `cargo xtask lint` runs. kubectl is not in Debian; the kustomize

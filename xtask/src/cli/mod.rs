@@ -7,6 +7,7 @@ use serde_json::json;
 
 pub mod compose;
 pub mod image;
+pub mod lab;
 pub mod lifecycle;
 pub mod observe;
 pub mod releases;
@@ -63,6 +64,9 @@ pub enum Command {
     Bench(crate::bench::Bench),
     /// Render the compose stacks' HAProxy config (and a dev certificate) into target/balancer-compose
     ComposeConfig(compose::ComposeConfigArgs),
+    /// A local multi-host lab: namespaces with their own dockerd and sshd [--swarm]
+    #[command(subcommand)]
+    Lab(lab::LabAction),
     /// Validate every infrastructure file with the tool that reads it
     Lint {
         #[arg(long)]
@@ -114,6 +118,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune(args) => lifecycle::prune(args).await,
         Command::Bench(bench) => crate::bench::run(bench).await,
         Command::ComposeConfig(args) => compose::run(args),
+        Command::Lab(action) => lab::run(action).await,
         Command::Lint { json } => lint::run(json),
     }
 }

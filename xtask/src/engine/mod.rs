@@ -4,7 +4,7 @@
 //! used as it is; otherwise a project-private dockerd is started under
 //! `target/engine/`. `stop` ends only what `start` started.
 mod dockerd;
-mod registry;
+pub(crate) mod registry;
 pub mod swarm;
 
 use std::{

@@ -41,7 +41,7 @@ impl RegistryCredentials {
 }
 
 /// Written 0600: it holds a password.
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -53,7 +53,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("reading random bytes: {e}"))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
