@@ -65,26 +65,34 @@ fn free_loopback_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-pub async fn start(dir: &Path) -> Result<RegistryState> {
-    setup::ensure(setup::ENGINE)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let address = format!("127.0.0.1:{}", free_loopback_port()?);
+/// A fresh user `xtask` with a random password for the registry at
+/// `address`: `htpasswd` (what the registry checks) and `credentials.json`
+/// (what pushes and pulls use) in `dir`, both readable by their owner only.
+pub(crate) fn new_credentials(dir: &Path, address: &str) -> Result<RegistryCredentials> {
     let credentials = RegistryCredentials {
-        registry: address.clone(),
+        registry: address.to_owned(),
         username: "xtask".to_owned(),
         password: random_hex(24)?,
     };
-    // The lowest bcrypt cost: the registry re-hashes on every request, and a
-    // random 192-bit password needs no slow hash to resist guessing.
+    // The lowest bcrypt cost (all the registry accepts is bcrypt): it
+    // re-hashes on every request, and a random 192-bit password needs no
+    // slow hash to resist guessing.
     let hash = bcrypt::hash(&credentials.password, 4).context("hashing the registry password")?;
-    let htpasswd = dir.join("htpasswd");
     write_private(
-        &htpasswd,
+        &dir.join("htpasswd"),
         format!("{}:{hash}\n", credentials.username).as_bytes(),
     )?;
     let credentials_file = dir.join("credentials.json");
     write_private(&credentials_file, &serde_json::to_vec_pretty(&credentials)?)?;
+    Ok(credentials)
+}
 
+pub async fn start(dir: &Path) -> Result<RegistryState> {
+    setup::ensure(setup::ENGINE)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let address = format!("127.0.0.1:{}", free_loopback_port()?);
+    new_credentials(dir, &address)?;
+    let (htpasswd, credentials_file) = (dir.join("htpasswd"), dir.join("credentials.json"));
     let config = dir.join("config.yml");
     let storage = dir.join("data");
     std::fs::write(

@@ -17,10 +17,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::{plan, processes, Registry};
-use crate::engine::{
-    registry::{random_hex, write_private},
-    RegistryCredentials,
-};
+use crate::engine::registry::{new_credentials, random_hex, write_private};
 
 /// Port 5000 on the bridge address when free there, else any free one.
 fn choose_port(bridge: Ipv4Addr) -> Result<u16> {
@@ -84,21 +81,8 @@ pub async fn start(lab_dir: &Path, bridge: Ipv4Addr) -> Result<Registry> {
     let ca_crt = certs_d.join("ca.crt");
     std::fs::write(&ca_crt, &ca).with_context(|| format!("writing {}", ca_crt.display()))?;
 
-    let credentials = RegistryCredentials {
-        registry: address.clone(),
-        username: "xtask".to_owned(),
-        password: random_hex(24)?,
-    };
-    // bcrypt is all the registry accepts; the lowest cost, as for the
-    // engine's registry (a random 192-bit password needs no slow hash).
-    let hash = bcrypt::hash(&credentials.password, 4).context("hashing the registry password")?;
-    let htpasswd = dir.join("htpasswd");
-    write_private(
-        &htpasswd,
-        format!("{}:{hash}\n", credentials.username).as_bytes(),
-    )?;
-    let credentials_file = dir.join("credentials.json");
-    write_private(&credentials_file, &serde_json::to_vec_pretty(&credentials)?)?;
+    new_credentials(&dir, &address)?;
+    let (htpasswd, credentials_file) = (dir.join("htpasswd"), dir.join("credentials.json"));
 
     let config = dir.join("config.yml");
     let text = plan::registry_config(
