@@ -90,10 +90,7 @@ pub const LINT: &[Tool] = &[
 /// when that is possible (root on Debian), and failing with one line saying
 /// what to install otherwise.
 pub fn ensure(tools: &[Tool]) -> Result<()> {
-    let missing: Vec<&Tool> = tools
-        .iter()
-        .filter(|t| which::which(t.program).is_err())
-        .collect();
+    let missing = missing(tools);
     if missing.is_empty() {
         return Ok(());
     }
@@ -126,6 +123,76 @@ pub fn ensure(tools: &[Tool]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The tools not on PATH.
+pub fn missing(tools: &[Tool]) -> Vec<&Tool> {
+    tools
+        .iter()
+        .filter(|t| which::which(t.program).is_err())
+        .collect()
+}
+
+/// An error naming every missing tool and its package, for a command that
+/// must not install anything itself (`why` says so).
+pub fn refuse_missing(tools: &[Tool], why: &str) -> Result<()> {
+    let missing = missing(tools);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    packages.dedup();
+    bail!(
+        "missing {}: install the Debian packages `{}` (apt-get install {}); {why}",
+        missing
+            .iter()
+            .map(|t| t.program)
+            .collect::<Vec<_>>()
+            .join(", "),
+        packages.join(" "),
+        packages.join(" ")
+    )
+}
+
+/// What `cargo xtask lab` runs (the test services step installs the ones a
+/// clean machine lacks: openssh).
+pub const LAB: &[Tool] = &[
+    Tool {
+        program: "ip",
+        package: "iproute2",
+    },
+    Tool {
+        program: "nsenter",
+        package: "util-linux",
+    },
+    Tool {
+        program: "unshare",
+        package: "util-linux",
+    },
+    Tool {
+        program: "dockerd",
+        package: "docker.io",
+    },
+    Tool {
+        program: "docker",
+        package: "docker.io",
+    },
+    Tool {
+        program: "docker-registry",
+        package: "docker-registry",
+    },
+    Tool {
+        program: "/usr/sbin/sshd",
+        package: "openssh-server",
+    },
+    Tool {
+        program: "/usr/bin/ssh",
+        package: "openssh-client",
+    },
+    Tool {
+        program: "ssh-keygen",
+        package: "openssh-client",
+    },
+];
 
 /// Installs Debian packages that bring no program to look for (python3-venv).
 pub fn apt_install(packages: &[&str]) -> Result<()> {

@@ -3,7 +3,7 @@
 use std::{
     io::Write,
     os::unix::fs::OpenOptionsExt,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -65,10 +65,18 @@ fn free_loopback_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Where `new_credentials` wrote them.
+pub(crate) struct CredentialFiles {
+    /// What the registry checks.
+    pub htpasswd: PathBuf,
+    /// What pushes and pulls use.
+    pub credentials: PathBuf,
+}
+
 /// A fresh user `xtask` with a random password for the registry at
-/// `address`: `htpasswd` (what the registry checks) and `credentials.json`
-/// (what pushes and pulls use) in `dir`, both readable by their owner only.
-pub(crate) fn new_credentials(dir: &Path, address: &str) -> Result<RegistryCredentials> {
+/// `address`: `htpasswd` and `credentials.json` in `dir`, both readable by
+/// their owner only.
+pub(crate) fn new_credentials(dir: &Path, address: &str) -> Result<CredentialFiles> {
     let credentials = RegistryCredentials {
         registry: address.to_owned(),
         username: "xtask".to_owned(),
@@ -78,21 +86,29 @@ pub(crate) fn new_credentials(dir: &Path, address: &str) -> Result<RegistryCrede
     // re-hashes on every request, and a random 192-bit password needs no
     // slow hash to resist guessing.
     let hash = bcrypt::hash(&credentials.password, 4).context("hashing the registry password")?;
+    let files = CredentialFiles {
+        htpasswd: dir.join("htpasswd"),
+        credentials: dir.join("credentials.json"),
+    };
     write_private(
-        &dir.join("htpasswd"),
+        &files.htpasswd,
         format!("{}:{hash}\n", credentials.username).as_bytes(),
     )?;
-    let credentials_file = dir.join("credentials.json");
-    write_private(&credentials_file, &serde_json::to_vec_pretty(&credentials)?)?;
-    Ok(credentials)
+    write_private(
+        &files.credentials,
+        &serde_json::to_vec_pretty(&credentials)?,
+    )?;
+    Ok(files)
 }
 
 pub async fn start(dir: &Path) -> Result<RegistryState> {
     setup::ensure(setup::ENGINE)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let address = format!("127.0.0.1:{}", free_loopback_port()?);
-    new_credentials(dir, &address)?;
-    let (htpasswd, credentials_file) = (dir.join("htpasswd"), dir.join("credentials.json"));
+    let CredentialFiles {
+        htpasswd,
+        credentials: credentials_file,
+    } = new_credentials(dir, &address)?;
     let config = dir.join("config.yml");
     let storage = dir.join("data");
     std::fs::write(

@@ -204,39 +204,11 @@ pub(crate) fn state_file(dir: &Path) -> PathBuf {
     dir.join("state.json")
 }
 
-/// A tool the lab runs and the Debian package that has it.
-pub const TOOLS: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("nsenter", "util-linux"),
-    ("unshare", "util-linux"),
-    ("dockerd", "docker.io"),
-    ("docker", "docker.io"),
-    ("docker-registry", "docker-registry"),
-    ("/usr/sbin/sshd", "openssh-server"),
-    ("/usr/bin/ssh", "openssh-client"),
-    ("ssh-keygen", "openssh-client"),
-];
-
 /// Root and the tools, checked before anything is made. The lab installs
 /// nothing itself: `cargo xtask ci` (the test services step) does.
 pub fn preflight() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the lab needs root: it creates network namespaces, a bridge and daemons (run `cargo xtask lab ...` as root)");
     }
-    let missing: Vec<(&str, &str)> = TOOLS
-        .iter()
-        .copied()
-        .filter(|(program, _)| which::which(program).is_err())
-        .collect();
-    if !missing.is_empty() {
-        let mut packages: Vec<&str> = missing.iter().map(|m| m.1).collect();
-        packages.dedup();
-        bail!(
-            "the lab needs {} : install the Debian packages `{}` (apt-get install {})",
-            missing.iter().map(|m| m.0).collect::<Vec<_>>().join(", "),
-            packages.join(" "),
-            packages.join(" ")
-        );
-    }
-    Ok(())
+    crate::setup::refuse_missing(crate::setup::LAB, "the lab installs nothing itself")
 }

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::{plan, processes, Registry};
-use crate::engine::registry::{new_credentials, random_hex, write_private};
+use crate::engine::registry::{new_credentials, random_hex, write_private, CredentialFiles};
 
 /// Port 5000 on the bridge address when free there, else any free one.
 fn choose_port(bridge: Ipv4Addr) -> Result<u16> {
@@ -81,8 +81,10 @@ pub async fn start(lab_dir: &Path, bridge: Ipv4Addr) -> Result<Registry> {
     let ca_crt = certs_d.join("ca.crt");
     std::fs::write(&ca_crt, &ca).with_context(|| format!("writing {}", ca_crt.display()))?;
 
-    new_credentials(&dir, &address)?;
-    let (htpasswd, credentials_file) = (dir.join("htpasswd"), dir.join("credentials.json"));
+    let CredentialFiles {
+        htpasswd,
+        credentials: credentials_file,
+    } = new_credentials(&dir, &address)?;
 
     let config = dir.join("config.yml");
     let text = plan::registry_config(

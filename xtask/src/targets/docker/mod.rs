@@ -132,6 +132,57 @@ fn certificate_of(pem: &[u8]) -> Option<String> {
     Some(format!("{}\n", &text[..last]))
 }
 
+/// The runtime commands that bring the balancer from `rows` to `split` over
+/// `instances` (those with a slot), and the weight each instance gets.
+/// Pure, so a caller that already read both (`route`) reads them once.
+fn shift_commands(
+    split: &Split,
+    rows: &[ServerStat],
+    instances: &[(Instance, InstanceState)],
+) -> Result<(Vec<Command>, BTreeMap<String, u16>)> {
+    let mut running: BTreeMap<String, Vec<traffic::Candidate>> = BTreeMap::new();
+    let mut slot_of_instance = BTreeMap::new();
+    for (instance, state) in instances {
+        let Some(row) = slot_of(rows, instance.addr) else {
+            continue;
+        };
+        slot_of_instance.insert(instance.name.clone(), row);
+        if *state == (InstanceState::Running { restarts: 0 }) {
+            running
+                .entry(instance.release.clone())
+                .or_default()
+                .push(traffic::Candidate {
+                    instance: instance.name.clone(),
+                    serving: row.user_weight > 0,
+                });
+        }
+    }
+    let weights = traffic::weights(split, &running)?;
+    // HAProxy runs the commands of one exec in order and may serve
+    // requests between two of them: raise weights before lowering any,
+    // so there is never a moment with no server in traffic.
+    let (mut raise, mut lower) = (Vec::new(), Vec::new());
+    for (name, row) in &slot_of_instance {
+        let slot = row.slot.expect("slot_of finds slots only");
+        let weight = weights.get(name).copied().unwrap_or(0);
+        match u32::from(weight).cmp(&row.user_weight) {
+            std::cmp::Ordering::Greater => raise.push(Command::set_weight(slot, weight)?),
+            std::cmp::Ordering::Less => lower.push(Command::set_weight(slot, weight)?),
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    let mut commands = raise;
+    commands.append(&mut lower);
+    // A slot whose instance is gone (removed by hand, crashed away) leaves.
+    let known: Vec<&str> = slot_of_instance.values().map(|r| r.name.as_str()).collect();
+    for row in rows.iter().filter(|r| r.status != ServerStatus::Maint) {
+        if let Some(slot) = row.slot.filter(|_| !known.contains(&row.name.as_str())) {
+            commands.push(Command::set_state(slot, AdminState::Maint));
+        }
+    }
+    Ok((commands, weights))
+}
+
 /// The slot serving `addr`: not in MAINT (a free slot keeps its last address).
 fn slot_of(rows: &[ServerStat], addr: Option<SocketAddr>) -> Option<&ServerStat> {
     let addr = addr?.to_string();
@@ -494,46 +545,7 @@ impl Target for DockerTarget {
         let balancer = HaproxyBalancer::open(&self.docker, &self.scope).await?;
         let rows = balancer.servers().await?;
         let instances = self.running().await?;
-        let mut running: BTreeMap<String, Vec<traffic::Candidate>> = BTreeMap::new();
-        let mut slot_of_instance = BTreeMap::new();
-        for (instance, state) in &instances {
-            let Some(row) = slot_of(&rows, instance.addr) else {
-                continue;
-            };
-            slot_of_instance.insert(instance.name.clone(), row);
-            if *state == (InstanceState::Running { restarts: 0 }) {
-                running
-                    .entry(instance.release.clone())
-                    .or_default()
-                    .push(traffic::Candidate {
-                        instance: instance.name.clone(),
-                        serving: row.user_weight > 0,
-                    });
-            }
-        }
-        let weights = traffic::weights(split, &running)?;
-        // HAProxy runs the commands of one exec in order and may serve
-        // requests between two of them: raise weights before lowering any,
-        // so there is never a moment with no server in traffic.
-        let (mut raise, mut lower) = (Vec::new(), Vec::new());
-        for (name, row) in &slot_of_instance {
-            let slot = row.slot.expect("slot_of finds slots only");
-            let weight = weights.get(name).copied().unwrap_or(0);
-            match u32::from(weight).cmp(&row.user_weight) {
-                std::cmp::Ordering::Greater => raise.push(Command::set_weight(slot, weight)?),
-                std::cmp::Ordering::Less => lower.push(Command::set_weight(slot, weight)?),
-                std::cmp::Ordering::Equal => {}
-            }
-        }
-        let mut commands = raise;
-        commands.append(&mut lower);
-        // A slot whose instance is gone (removed by hand, crashed away) leaves.
-        let known: Vec<&str> = slot_of_instance.values().map(|r| r.name.as_str()).collect();
-        for row in rows.iter().filter(|r| r.status != ServerStatus::Maint) {
-            if let Some(slot) = row.slot.filter(|_| !known.contains(&row.name.as_str())) {
-                commands.push(Command::set_state(slot, AdminState::Maint));
-            }
-        }
+        let (commands, _) = shift_commands(split, &rows, &instances)?;
         balancer.exec(&commands).await.map(drop)
     }
 

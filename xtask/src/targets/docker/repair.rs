@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{slot_of, DockerTarget};
+use super::{shift_commands, slot_of, DockerTarget};
 use crate::{
     deploy::{lock::LockStore, records::HistoryStore},
     haproxy::runtime::ServerStatus,
-    targets::{InstanceState, Split, Target},
+    targets::{InstanceState, Split},
 };
 
 #[derive(Debug, Serialize)]
@@ -53,13 +53,16 @@ pub async fn once(target: &DockerTarget) -> Result<Routed> {
     let Some(active) = history.active().map(|r| r.id.clone()) else {
         return Ok(skipped("no active release".into()));
     };
-    // A stopped balancer is started again (same config and certificate).
-    let balancer = target.ensure_balancer().await?;
-    let rows = balancer.servers().await?;
-    let missing: Vec<_> = target
-        .running()
-        .await?
-        .into_iter()
+    // Usually running: one inspect. A stopped or missing balancer is
+    // started (or made) again with the same config and certificate.
+    let balancer = match target.balancer().await {
+        Some(balancer) => balancer,
+        None => target.ensure_balancer().await?,
+    };
+    let mut rows = balancer.servers().await?;
+    let instances = target.running().await?;
+    let missing: Vec<_> = instances
+        .iter()
         .filter(|(i, s)| {
             i.release == active
                 && matches!(s, InstanceState::Running { .. })
@@ -70,30 +73,31 @@ pub async fn once(target: &DockerTarget) -> Result<Routed> {
     if !missing.is_empty() {
         target.attach(&active).await?;
         let deadline = Instant::now() + CHECKS_WAIT;
-        while Instant::now() < deadline {
-            let rows = balancer.servers().await?;
+        loop {
+            rows = balancer.servers().await?;
             let checked = missing
                 .iter()
                 .all(|i| slot_of(&rows, i.addr).is_some_and(|r| r.status == ServerStatus::Up));
-            if checked {
+            if checked || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    target.shift(&Split::all(&active)).await?;
-    let rows = balancer.servers().await?;
-    let serving = target
-        .containers()
-        .await?
+    // One read of the slots and the instances serves the whole pass: a pass
+    // with nothing to repair (most of them, under --watch) sends no command.
+    let (commands, weights) = shift_commands(&Split::all(&active), &rows, &instances)?;
+    balancer.exec(&commands).await?;
+    let moved = missing.len();
+    let serving = weights
         .into_iter()
-        .filter(|i| slot_of(&rows, i.addr).is_some_and(|r| r.user_weight > 0))
-        .map(|i| i.name)
+        .filter(|(_, weight)| *weight > 0)
+        .map(|(name, _)| name)
         .collect();
     Ok(Routed {
         skipped: None,
         release: Some(active),
-        moved: missing.len(),
+        moved,
         slots: serving,
     })
 }
