@@ -1,8 +1,9 @@
 //! Deploy figures on the swarm target, and in the same run the peer: plain
 //! `docker service update --update-order start-first --update-failure-action
-//! rollback` on a service set up the same way (sockets, HEALTHCHECK, the
-//! same nginx), whose slots are pointed at its tasks once, before the load
-//! starts, as a static config would. Nothing moves them afterwards: without
+//! rollback` on a service with the same image and HEALTHCHECK behind a
+//! static nginx (through unix sockets, as our swarm target reached tasks
+//! before it moved to HAProxy on an overlay), whose slots are pointed at
+//! its tasks once, before the load starts, as a static config would. Nothing moves them afterwards: without
 //! the ingress mesh (not available here) that is what plain swarm gives.
 use std::{
     collections::{BTreeMap, HashMap},

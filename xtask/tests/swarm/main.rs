@@ -1,6 +1,6 @@
 //! The swarm target on the real engine in swarm mode (single node,
-//! `swarm init --advertise-addr 127.0.0.1`), the real registry and real
-//! nginx, with keep-alive load sent only to 127.0.0.1: rolling and
+//! `swarm init --advertise-addr 127.0.0.1`), the real registry and the real
+//! HAProxy balancer container on the environment's overlay network, with keep-alive load sent only to 127.0.0.1: rolling and
 //! blue-green deploys and both kinds of rollback without a failed request.
 // One file per concern: traffic through deploys and rollbacks, failed
 // releases, and the operations around them (rollback, lock, route).
@@ -44,7 +44,7 @@ pub async fn load_against(env: &TestEnv) -> Load {
 
 /// The tasks swarm wants running, as (service, release, routed) triples, sorted.
 pub async fn running(target: &SwarmTarget) -> Vec<(String, String, bool)> {
-    let routes = target.routes();
+    let routed = target.routed().await.unwrap();
     let mut out = vec![];
     for colour in ["blue", "green"] {
         let name = target.service_name(colour);
@@ -53,8 +53,8 @@ pub async fn running(target: &SwarmTarget) -> Vec<(String, String, bool)> {
         }
         for task in target.tasks(&name).await.unwrap() {
             if task.wanted() {
-                let routed = routes.contains(&Some(task.id.clone()));
-                out.push((colour.to_owned(), task.release, routed));
+                let in_traffic = routed.contains(&task.id);
+                out.push((colour.to_owned(), task.release, in_traffic));
             }
         }
     }

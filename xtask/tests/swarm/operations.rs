@@ -185,8 +185,8 @@ async fn a_task_swarm_replaces_between_deploys_gets_its_slot_back_from_route() {
     let target = env.swarm_target().await;
     let docker = support::swarm().await;
 
-    // A crash no xtask sees: swarm restarts the task as a new one, with a new socket.
-    let victim = target.routes()[0].clone().unwrap();
+    // A crash no xtask sees: swarm restarts the task as a new one, at a new address.
+    let victim = target.routed().await.unwrap().into_iter().next().unwrap();
     assert!(kill_task(&docker, &victim).await);
     let mut replaced = false;
     for _ in 0..500 {

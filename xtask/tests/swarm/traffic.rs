@@ -58,9 +58,41 @@ async fn rolling_and_blue_green_deploys_of_3_replicas_under_keep_alive_load_fail
         spec["TaskTemplate"]["Resources"]["Limits"]["NanoCPUs"],
         500_000_000
     );
+    // Spread over the nodes: no placement constraint; reached on the
+    // environment's overlay by address (DNS round-robin, no VIP, no ingress).
     assert!(
-        spec["Networks"].is_null() && spec["EndpointSpec"]["Ports"].is_null(),
-        "no ingress, no overlay: {spec}"
+        spec["TaskTemplate"]["Placement"]["Constraints"].is_null(),
+        "no pinning: {spec}"
+    );
+    // The engine stores the network's id where the spec named it.
+    let overlay = docker
+        .inspect_network(
+            target.network(),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(overlay.driver.as_deref(), Some("overlay"));
+    let attached = spec["TaskTemplate"]["Networks"][0]["Target"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        attached == target.network() || Some(attached) == overlay.id.as_deref(),
+        "{spec}"
+    );
+    assert_eq!(spec["EndpointSpec"]["Mode"], "dnsrr", "{spec}");
+    assert!(
+        spec["EndpointSpec"]["Ports"].is_null(),
+        "no ingress: {spec}"
+    );
+    let balancer = docker
+        .inspect_container(&format!("{}-balancer", target.scope()), None)
+        .await
+        .unwrap();
+    let networks = balancer.network_settings.unwrap().networks.unwrap();
+    assert!(
+        networks.contains_key(target.network()),
+        "the balancer is on the overlay: {networks:?}"
     );
 
     let load = load_against(&env).await;

@@ -11,7 +11,7 @@ mod instances;
 mod prune;
 mod records;
 mod repair;
-mod traffic;
+pub(crate) mod traffic;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -99,7 +99,7 @@ pub(crate) fn runtime_root() -> PathBuf {
 /// not ready yet. A DOWN row whose next check is under way may have lost
 /// the last check's HTTP code (a fresh-clone run reported "L7STS, HTTP 0"):
 /// it waits one more look rather than fail without its evidence.
-fn check_of(row: &ServerStat) -> Check {
+pub(crate) fn check_of(row: &ServerStat) -> Check {
     match row.status {
         ServerStatus::Up => Check::Reported { ready: true },
         ServerStatus::Down if row.check_running && row.check_code.is_none() => {
@@ -184,7 +184,7 @@ fn shift_commands(
 }
 
 /// The slot serving `addr`: not in MAINT (a free slot keeps its last address).
-fn slot_of(rows: &[ServerStat], addr: Option<SocketAddr>) -> Option<&ServerStat> {
+pub(crate) fn slot_of(rows: &[ServerStat], addr: Option<SocketAddr>) -> Option<&ServerStat> {
     let addr = addr?.to_string();
     rows.iter()
         .find(|r| r.slot.is_some() && r.status != ServerStatus::Maint && r.addr == addr)
@@ -317,7 +317,7 @@ impl DockerTarget {
 
     /// The balancer container, created or started as needed (never built:
     /// the image comes from `engine start`).
-    async fn ensure_balancer(&self) -> Result<HaproxyBalancer> {
+    pub(crate) async fn ensure_balancer(&self) -> Result<HaproxyBalancer> {
         let image = haproxy::image::find(&self.docker).await?;
         let settings = haproxy::Settings {
             scope: self.scope.clone(),
@@ -337,7 +337,7 @@ impl DockerTarget {
     }
 
     /// The running balancer, if there is one.
-    async fn balancer(&self) -> Option<HaproxyBalancer> {
+    pub(crate) async fn balancer(&self) -> Option<HaproxyBalancer> {
         let balancer = HaproxyBalancer::open(&self.docker, &self.scope)
             .await
             .ok()?;
@@ -354,7 +354,7 @@ impl DockerTarget {
     }
 
     /// Every slot as `show stat` reports it; none without a running balancer.
-    async fn slots(&self) -> Result<Vec<ServerStat>> {
+    pub(crate) async fn slots(&self) -> Result<Vec<ServerStat>> {
         match self.balancer().await {
             Some(balancer) => balancer.servers().await,
             None => Ok(Vec::new()),
@@ -388,6 +388,19 @@ impl DockerTarget {
     /// at weight 0 and `ready`, all in one exec: HAProxy starts checking it
     /// and the gate waits for plain UP before any weight is given.
     async fn attach(&self, release: &str) -> Result<()> {
+        let wanted = self
+            .running()
+            .await?
+            .into_iter()
+            .filter(|(i, _)| i.release == release)
+            .filter_map(|(i, _)| Some((i.name, i.addr?)))
+            .collect();
+        self.attach_addrs(wanted).await
+    }
+
+    /// A free slot at weight 0 and `ready` for each `(name, address)` that has
+    /// none yet, in one exec. The swarm target's tasks come in here too.
+    pub(crate) async fn attach_addrs(&self, wanted: Vec<(String, SocketAddr)>) -> Result<()> {
         let balancer = HaproxyBalancer::open(&self.docker, &self.scope).await?;
         let rows = balancer.servers().await?;
         let mut free = rows
@@ -398,18 +411,12 @@ impl DockerTarget {
         free.sort();
         free.reverse();
         let mut specs = Vec::new();
-        for (instance, _) in self.running().await? {
-            let Some(addr) = instance.addr.filter(|_| instance.release == release) else {
-                continue;
-            };
+        for (name, addr) in wanted {
             if slot_of(&rows, Some(addr)).is_some() {
                 continue;
             }
             let slot = free.pop().with_context(|| {
-                format!(
-                    "the balancer has no free slot left (of {MAX_SERVERS}) for {}",
-                    instance.name
-                )
+                format!("the balancer has no free slot left (of {MAX_SERVERS}) for {name}")
             })?;
             specs.push(ServerSpec {
                 slot,
@@ -418,6 +425,9 @@ impl DockerTarget {
                 weight: 0,
                 state: AdminState::Ready,
             });
+        }
+        if specs.is_empty() {
+            return Ok(());
         }
         balancer.set_servers(&specs).await
     }

@@ -1,12 +1,16 @@
 //! The Docker Swarm target: each environment is a pair of replicated
 //! services, `<app>-<env>-blue` and `<app>-<env>-green`. Rolling updates the
 //! live one in place (swarm's own start-first update, watched and gated by
-//! us); blue-green fills the other one and switches. Tasks are reached on the
-//! manager's host through unix sockets in a bind-mounted folder, by probes and
-//! by the same nginx balancer as the Docker target; the ingress mesh and
-//! overlay addresses are never used. That is also why every task is placed
-//! on the manager the xtask talks to: the balancer and the sockets share its host. History and lock are swarm config
-//! objects, so every manager, and every fresh runner, sees the same ones.
+//! us); blue-green fills the other one and switches. Tasks run on any node,
+//! on the environment's attachable overlay network `<scope>-net` with DNS
+//! round-robin endpoints (no VIP: IPVS is not everywhere); the balancer in
+//! front is the Docker target's HAProxy container on the manager this
+//! runner talks to, attached to the same overlay, its slots pointed at the
+//! tasks' overlay addresses and steered through its runtime API (see
+//! `router`). HAProxy's checks of each task are the gate's evidence: the
+//! deploying machine never needs to reach a task. History and lock are swarm
+//! config objects, so every manager, and every fresh runner, sees the same
+//! ones.
 mod records;
 mod repair;
 pub mod rollout;
@@ -15,20 +19,19 @@ pub mod service;
 pub mod tasks;
 mod view;
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use bollard::Docker;
+use bollard::{models::NetworkCreateRequest, Docker};
 
 use crate::{
-    balancer::Balancer,
     deploy::{records::Ledger, release::Release},
     engine,
     environment::{Environment, HealthConfig, SwarmConfig},
     gate::{Gate, ProbeResult},
     progress::Step,
     targets::{
-        docker::{runtime_root, APP_UID},
+        docker::{labels, DockerTarget},
         Caps, InstanceView, Observation, Split, Target,
     },
 };
@@ -44,14 +47,14 @@ pub struct SwarmTarget {
     env_name: String,
     settings: SwarmConfig,
     drain_seconds: f64,
-    runtime_dir: PathBuf,
-    balancer: Balancer,
+    /// The balancer in front: the Docker target's HAProxy container (its
+    /// certificate, config and runtime API) on the manager, on `network`.
+    front: DockerTarget,
+    /// `<scope>-net`: the attachable overlay the tasks and the balancer share.
+    network: String,
+    /// The port tasks listen on (`PORT`, from [app] port).
+    app_port: u16,
     public_url: String,
-    /// The manager this runner talks to. Tasks are placed on it: the balancer
-    /// reaches them through sockets on this host's filesystem.
-    node_id: String,
-    /// Probe clients by task id (see `probe_socket`); pruned with the sockets.
-    probe_clients: std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>,
     /// The engine `engine start` recorded, whose registry credentials a deploy may need.
     engine_state: Option<engine::EngineState>,
     health: HealthConfig,
@@ -82,16 +85,7 @@ impl SwarmTarget {
                     .unwrap_or_else(|| "inactive".into())
             );
         }
-        let node_id = swarm.node_id.clone().unwrap_or_default();
         let scope = env.scope();
-        let runtime_dir = runtime_root().join(format!("swarm-{scope}"));
-        let sockets = runtime_dir.join("sockets");
-        std::fs::create_dir_all(&sockets)
-            .with_context(|| format!("creating {}", sockets.display()))?;
-        if nix::unistd::geteuid().is_root() {
-            nix::unistd::chown(&sockets, Some(APP_UID.into()), Some(APP_UID.into()))
-                .with_context(|| format!("handing {} to the app's user", sockets.display()))?;
-        }
         Ok(SwarmTarget {
             ledger: Ledger::new(records::ConfigStore {
                 docker: docker.clone(),
@@ -99,9 +93,10 @@ impl SwarmTarget {
             }),
             health: env.file.health.clone(),
             run: Default::default(),
+            front: DockerTarget::connect(env).await?,
+            network: format!("{scope}-net"),
+            app_port: env.file.app.port,
             docker,
-            balancer: Balancer::new(&runtime_dir, env.balancer()),
-            runtime_dir,
             scope,
             env_name: env.name.clone(),
             repo: env.file.image.repo.clone(),
@@ -109,8 +104,6 @@ impl SwarmTarget {
             drain_seconds: env.file.health.drain_seconds,
             public_url: env.public_url(),
             engine_state: state,
-            node_id,
-            probe_clients: Default::default(),
         })
     }
 
@@ -126,28 +119,70 @@ impl SwarmTarget {
         format!("{}-{colour}", self.scope)
     }
 
-    pub fn balancer(&self) -> &Balancer {
-        &self.balancer
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
-    /// Where the task `task_id` listens, on this host.
-    pub fn socket_path(&self, task_id: &str) -> PathBuf {
-        self.runtime_dir
-            .join("sockets")
-            .join(format!("{task_id}.sock"))
+    /// The overlay network, attachable so the balancer container can join
+    /// it; made before the balancer so `HaproxyBalancer::ensure` finds it.
+    async fn ensure_network(&self) -> Result<()> {
+        match self.docker.inspect_network(&self.network, None).await {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("inspecting network {}", self.network))
+            }
+        }
+        let request = NetworkCreateRequest {
+            name: self.network.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([(
+                labels::SCOPE.to_owned(),
+                self.scope.clone(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_)
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("creating overlay network {}", self.network)),
+        }
+    }
+
+    /// The network, then the balancer container on it (started if stopped).
+    pub async fn ensure_front(&self) -> Result<crate::haproxy::HaproxyBalancer> {
+        self.ensure_network().await?;
+        self.front.ensure_balancer().await
     }
 
     /// Removes every trace of the environment: services, secrets, history and
-    /// lock, the balancer and its folder. For throwaway environments (tests,
+    /// lock, the balancer and the network. For throwaway environments (tests,
     /// benchmarks), never for real ones.
     pub async fn destroy(&self) -> Result<()> {
-        self.balancer.stop()?;
         for colour in COLOURS {
             self.remove_service(&self.service_name(colour)).await?;
         }
         self.ledger.remove_all().await?;
         service::remove_unused_secrets(self).await?;
-        let _ = std::fs::remove_dir_all(&self.runtime_dir);
+        if let Some(balancer) = self.front.balancer().await {
+            balancer.remove().await?;
+        }
+        // The tasks' endpoints leave the overlay a moment after their service.
+        for _ in 0..100 {
+            if crate::haproxy::engine::remove_network(&self.docker, &self.network)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = std::fs::remove_dir_all(self.front.runtime_dir());
         Ok(())
     }
 
@@ -158,7 +193,10 @@ impl SwarmTarget {
                 self.scale(&current, 0).await?;
             }
         }
-        self.balancer.stop()
+        match self.front.balancer().await {
+            Some(balancer) => balancer.stop().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -190,7 +228,7 @@ impl Target for SwarmTarget {
     }
 
     fn public_client(&self) -> Result<reqwest::Client> {
-        self.balancer.public_client()
+        self.front.public_client()
     }
 
     /// Nodes pull by reference; the local id is recorded when this engine has the image.
@@ -202,8 +240,8 @@ impl Target for SwarmTarget {
         Ok(())
     }
 
-    async fn prepare(&self, release: &Release) -> Result<()> {
-        self.balancer.ensure(release.replicas).await
+    async fn prepare(&self, _release: &Release) -> Result<()> {
+        self.ensure_front().await.map(drop)
     }
 
     async fn start(&self, release: &Release, _count: usize) -> Result<()> {
@@ -227,24 +265,7 @@ impl Target for SwarmTarget {
     }
 
     async fn split(&self) -> Result<Split> {
-        let routes = self.routes();
-        let total = routes.len().max(1);
-        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-        for view in self.task_views().await? {
-            let slots = routes
-                .iter()
-                .filter(|r| r.as_deref() == Some(&view.id))
-                .count();
-            if slots > 0 {
-                *counts.entry(view.release).or_default() += slots;
-            }
-        }
-        Ok(Split(
-            counts
-                .into_iter()
-                .map(|(r, n)| (r, (n * 100 / total) as u8))
-                .collect(),
-        ))
+        self.traffic_split().await
     }
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
@@ -268,12 +289,12 @@ impl Target for SwarmTarget {
         self.task_views().await
     }
 
-    async fn probes(&self, path: &str, timeout: Duration) -> Result<Vec<(String, ProbeResult)>> {
-        self.slot_probes(path, timeout).await
+    async fn probes(&self, path: &str, _timeout: Duration) -> Result<Vec<(String, ProbeResult)>> {
+        self.slot_probes(path).await
     }
 
     async fn repair(&self) -> Result<Option<serde_json::Value>> {
-        let routed = repair::once(self, &self.health.path, self.health.timeout()).await?;
+        let routed = repair::once(self).await?;
         Ok(Some(serde_json::to_value(routed)?))
     }
 

@@ -1,35 +1,51 @@
-//! `cargo xtask route`: keeps a swarm environment's balancer slots on its
-//! live tasks between deploys. Swarm replaces a crashed task by itself, with
-//! a new task id and so a new socket; nothing else moves the slot that
-//! pointed at the old one. Run once to repair, or `--watch` as a service on
-//! the manager. It stands aside while a deploy holds the lock: the deploy's
-//! gate moves the slots then.
-use std::{collections::HashSet, time::Duration};
+//! `cargo xtask route`: keeps a swarm environment's balancer on its live
+//! tasks between deploys. Swarm replaces a crashed task by itself, with a
+//! new task id and a new overlay address; nothing else gives the new task a
+//! slot, and HAProxy keeps slots set through its runtime API in memory only,
+//! so a restarted balancer has none. One pass starts the balancer if it is
+//! down, gives every running task of the live service a slot, waits for
+//! HAProxy's checks, then sends the active release all traffic (slots of
+//! tasks that are gone leave). Run once to repair, or `--watch` as a service
+//! beside the manager. It stands aside while a deploy holds the lock: the
+//! deploy's gate moves the traffic then.
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{service::replicas_of, SwarmTarget};
-use crate::deploy::{lock::LockStore, records::HistoryStore};
+use super::{
+    router::{slot_row, split_weights},
+    SwarmTarget,
+};
+use crate::{
+    deploy::{lock::LockStore, records::HistoryStore},
+    haproxy::ServerStatus,
+    targets::Split,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Routed {
     /// Why nothing was changed, when nothing was.
     pub skipped: Option<String>,
     pub service: Option<String>,
-    /// Slots moved onto another task.
+    /// Tasks that had no slot and got one.
     pub moved: usize,
-    /// Each slot's task, after.
-    pub slots: Vec<Option<String>>,
+    /// The tasks in traffic, after.
+    pub slots: Vec<String>,
 }
 
-/// One pass: every slot onto a task of the live service that answers `/ready`.
-pub async fn once(target: &SwarmTarget, ready_path: &str, timeout: Duration) -> Result<Routed> {
+/// How long a pass waits for HAProxy's first checks of the tasks it gave a
+/// slot, before it gives them their weights anyway (HAProxy itself keeps
+/// traffic off a server whose checks fail).
+const CHECKS_WAIT: Duration = Duration::from_secs(10);
+
+/// One pass: the live service's running tasks in the balancer, the active release all traffic.
+pub async fn once(target: &SwarmTarget) -> Result<Routed> {
     let skipped = |why: String| Routed {
         skipped: Some(why),
         service: None,
         moved: 0,
-        slots: target.routes(),
+        slots: Vec::new(),
     };
     if let Some((_, holder)) = target.lock_read().await? {
         if !holder.holder_gone() {
@@ -37,33 +53,47 @@ pub async fn once(target: &SwarmTarget, ready_path: &str, timeout: Duration) -> 
         }
     }
     let history = target.read_history().await?;
-    let active = history.active().map(|r| r.id.as_str());
-    let Some(colour) = target.live_colour(active).await? else {
+    let active = history.active().map(|r| r.id.clone());
+    let Some(colour) = target.live_colour(active.as_deref()).await? else {
         return Ok(skipped("no live service".into()));
     };
     let name = target.service_name(colour);
-    let Some(service) = target.inspect_service(&name).await? else {
-        return Ok(skipped(format!("service {name} is gone")));
+    let Some(active) = active else {
+        return Ok(skipped("no active release".into()));
     };
-    // nginx may be down (a host restart): the slots are worth nothing without it.
-    target
-        .balancer()
-        .ensure(replicas_of(&service).max(1) as usize)
-        .await?;
-    let mut ready = vec![];
-    let tasks = target.tasks(&name).await?;
-    for task in tasks.iter().filter(|t| t.wanted() && t.running()) {
-        if target.probe_task(task, ready_path, timeout).await.ok() {
-            ready.push(task.id.clone());
+    // The balancer may be down (a host restart): slots are worth nothing without it.
+    target.ensure_front().await?;
+    let all = target.all_tasks().await?;
+    let mut rows = target.rows().await?;
+    let live: Vec<_> = all
+        .iter()
+        .filter(|t| t.wanted() && t.running() && t.release == active)
+        .collect();
+    let moved = target.attach(&live, &rows).await?;
+    if moved > 0 {
+        let deadline = Instant::now() + CHECKS_WAIT;
+        loop {
+            rows = target.rows().await?;
+            let checked = live
+                .iter()
+                .all(|t| slot_row(&rows, t.addr).is_some_and(|r| r.status == ServerStatus::Up));
+            if checked || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let (moved, slots) = target.route(&ready)?;
-    let live: HashSet<String> = tasks
+    // One read of the slots and the tasks serves the whole pass: a pass with
+    // nothing to repair (most of them, under --watch) sends no command.
+    let weights = split_weights(&Split::all(&active), &live, &rows)?;
+    target.route(&rows, &weights, &all).await?;
+    let slots = live
         .iter()
-        .filter(|t| t.wanted())
-        .map(|t| t.id.clone())
+        .filter(|t| {
+            slot_row(&rows, t.addr).is_some_and(|r| weights.get(&r.addr).is_some_and(|w| *w > 0))
+        })
+        .map(|t| t.name.clone())
         .collect();
-    target.prune_sockets(&live, &slots);
     Ok(Routed {
         skipped: None,
         service: Some(name),

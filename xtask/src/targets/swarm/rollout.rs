@@ -1,28 +1,28 @@
 //! The swarm target behind the `Target` trait. Rolling is swarm's own
 //! start-first `service update` of the live colour (`replace`): the shared
-//! gate observes every task and probes it through its socket, and `follow`
-//! keeps the balancer's slots on tasks that passed while swarm replaces the
+//! gate observes every task through the balancer's checks of its slot, and
+//! `follow` keeps traffic on tasks that passed while swarm replaces the
 //! rest. Blue-green fills the other colour's service (`start`) and `shift`
-//! moves the slots. `undo` reverses what this run did (swarm's `service
+//! moves the weights. `undo` reverses what this run did (swarm's `service
 //! rollback`, or the slots back and the new service gone), or, with nothing
 //! done by this process (a run that died), converges the live service back
 //! to the active release.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use bollard::models::ServiceUpdateStatusStateEnum as UpdateState;
 
 use super::{
-    router::preference,
+    router::{even_weights, preference, slot_row, split_weights},
     service::{release_of, replicas_of, update_state},
-    tasks::NO_SOCKET,
     SwarmTarget, COLOURS,
 };
 use crate::{
     deploy::release::Release,
     gate::Gate,
+    haproxy::{AdminState, Command, HaproxyBalancer},
     progress::Step,
-    targets::{Check, InstanceState, Observation, Seen, Split, Verdict},
+    targets::{docker::check_of, Check, InstanceState, Observation, Seen, Split, Verdict},
 };
 
 /// What this process did to the swarm in the current run, for `undo`.
@@ -64,12 +64,15 @@ impl SwarmTarget {
         Ok(running)
     }
 
-    /// The colour serving the release that serves now, from the slots.
+    /// The colour serving the release that serves now, from the weights.
     async fn serving_colour(&self) -> Result<Option<&'static str>> {
-        let routed: HashSet<String> = self.routes().into_iter().flatten().collect();
+        let rows = self.rows().await?;
         for colour in COLOURS {
             let tasks = self.tasks(&self.service_name(colour)).await?;
-            if tasks.iter().any(|t| routed.contains(&t.id)) {
+            if tasks
+                .iter()
+                .any(|t| slot_row(&rows, t.addr).is_some_and(|r| r.user_weight > 0))
+            {
                 return Ok(Some(colour));
             }
         }
@@ -140,7 +143,6 @@ impl SwarmTarget {
     }
 
     pub(super) async fn observe_release(&self, release: &Release) -> Result<Observation> {
-        let h = &self.health;
         let Some(name) = self.service_of(&release.id).await? else {
             return Ok(Observation::default());
         };
@@ -167,8 +169,16 @@ impl SwarmTarget {
                 ..Default::default()
             });
         }
+        // A task seen running for the first time gets its slot (weight 0):
+        // HAProxy's checks of it are the gate's evidence.
+        let mut rows = self.rows().await?;
+        let wanted: Vec<_> = ours.iter().copied().filter(|t| t.wanted()).collect();
+        if self.attach(&wanted, &rows).await? > 0 {
+            rows = self.rows().await?;
+        }
         let mut instances = Vec::new();
         for task in ours.iter().filter(|t| t.wanted() || t.died()) {
+            let row = slot_row(&rows, task.addr);
             let state = if task.died() {
                 InstanceState::Exited {
                     code: task.exit_code.unwrap_or(-1),
@@ -178,21 +188,27 @@ impl SwarmTarget {
             } else {
                 InstanceState::Pending
             };
-            let check = match task.state.as_str() {
-                "starting" | "running" => {
-                    let probe = self.probe_task(task, &h.path, h.timeout()).await;
-                    (probe.error.as_deref() != Some(NO_SOCKET)).then_some(Check::Probe(probe))
-                }
+            let check = match (task.state.as_str(), row) {
+                ("starting" | "running", Some(row)) => Some(check_of(row)),
+                ("starting" | "running", None) => Some(Check::Reported { ready: false }),
                 _ => None,
             };
+            let slot = row
+                .map(|r| {
+                    format!(
+                        "; balancer slot {}: {:?}, last check {}",
+                        r.name, r.status, r.check_status
+                    )
+                })
+                .unwrap_or_default();
             instances.push(Seen {
                 id: task.id.clone(),
                 name: task.name.clone(),
                 state,
                 check,
                 detail: Some(match &task.error {
-                    Some(error) => format!("swarm: {}; {error}", task.state),
-                    None => format!("swarm: {}", task.state),
+                    Some(error) => format!("swarm: {}; {error}{slot}", task.state),
+                    None => format!("swarm: {}{slot}", task.state),
                 }),
             });
         }
@@ -208,7 +224,8 @@ impl SwarmTarget {
         })
     }
 
-    /// While swarm replaces in place: slots on the tasks that passed first.
+    /// While swarm replaces in place: traffic on the tasks that passed
+    /// first, then on the old ones still running, `replicas` of them.
     pub(super) async fn follow_ready(&self, release: &Release, ready: &[String]) -> Result<()> {
         let in_place = self
             .run
@@ -216,45 +233,34 @@ impl SwarmTarget {
             .expect("run state")
             .as_ref()
             .is_some_and(|r| r.in_place && r.release == release.id);
-        let Some(name) = self.service_of(&release.id).await? else {
-            return Ok(());
-        };
         if !in_place {
             return Ok(());
         }
+        let Some(name) = self.service_of(&release.id).await? else {
+            return Ok(());
+        };
         let tasks = self.tasks(&name).await?;
+        let rows = self.rows().await?;
         let ready: Vec<_> = tasks.iter().filter(|t| ready.contains(&t.id)).collect();
-        let (_, slots) = self.route(&preference(&ready, &tasks, &release.id))?;
-        let live: HashSet<String> = tasks
-            .iter()
-            .filter(|t| t.wanted())
-            .map(|t| t.id.clone())
+        let preferred: Vec<String> = preference(&ready, &tasks, &release.id)
+            .into_iter()
+            .filter_map(|t| Some(slot_row(&rows, t.addr)?.addr.clone()))
             .collect();
-        self.prune_sockets(&live, &slots);
-        Ok(())
+        let weights = even_weights(&preferred, release.replicas.max(1));
+        self.route(&rows, &weights, &tasks).await
     }
 
-    /// All slots onto the running tasks of the one release in `split`.
+    /// The weights for `split` over the running tasks of both colours.
     pub(super) async fn shift_to(&self, split: &Split) -> Result<()> {
-        let [(release, 100)] = split.0.as_slice() else {
-            bail!("the swarm target moves traffic to one release at a time (asked for {split:?})");
-        };
-        let Some(name) = self.service_of(release).await? else {
-            bail!("no service runs {release}");
-        };
-        let ready: Vec<String> = self
-            .tasks(&name)
-            .await?
-            .into_iter()
-            // "starting": swarm's HEALTHCHECK has not passed yet, while ours (the gate) has.
-            .filter(|t| t.wanted() && t.release == *release)
-            .filter(|t| matches!(t.state.as_str(), "starting" | "running"))
-            .map(|t| t.id)
+        let all = self.all_tasks().await?;
+        let rows = self.rows().await?;
+        // "starting": swarm's HEALTHCHECK has not passed yet, while ours (the gate) has.
+        let running: Vec<_> = all
+            .iter()
+            .filter(|t| t.wanted() && matches!(t.state.as_str(), "starting" | "running"))
             .collect();
-        if ready.is_empty() {
-            bail!("no running task of {release} on {name} to send traffic to");
-        }
-        self.route(&ready).map(|_| ())
+        let weights = split_weights(split, &running, &rows)?;
+        self.route(&rows, &weights, &all).await
     }
 
     pub(super) async fn undo_run(
@@ -286,16 +292,8 @@ impl SwarmTarget {
             return self.watch_back(to, run.colour, gate, step).await;
         }
         if let (Some(old), Some(to)) = (run.live, to) {
-            let serving = self.serving_colour().await?;
-            if serving != Some(old) {
-                let old_tasks: Vec<String> = self
-                    .tasks(&self.service_name(old))
-                    .await?
-                    .into_iter()
-                    .filter(|t| t.wanted() && t.running() && t.release == to.id)
-                    .map(|t| t.id)
-                    .collect();
-                self.route(&old_tasks)?;
+            if self.serving_colour().await? != Some(old) {
+                self.shift_to(&Split::all(&to.id)).await?;
             }
         }
         match self.inspect_service(&name).await? {
@@ -356,7 +354,7 @@ impl SwarmTarget {
         if !on_active {
             self.put(colour, active, active.replicas).await?;
         }
-        self.balancer.ensure(active.replicas).await?;
+        self.ensure_front().await?;
         self.watch_back(active, colour, gate, step).await?;
         if let Some(parked) = parked.filter(|s| replicas_of(s) > 0) {
             self.scale(&parked, 0).await?;
@@ -374,6 +372,21 @@ impl SwarmTarget {
             let name = self.service_name(colour);
             if let Some(service) = self.inspect_service(&name).await? {
                 if release_of(&service).as_deref() == Some(release) && replicas_of(&service) > 0 {
+                    // Out of the balancer first (no request, no check), then
+                    // stopped: each task finishes what it serves as it drains.
+                    let rows = self.rows().await?;
+                    let tasks = self.tasks(&name).await?;
+                    let out: Vec<_> = tasks
+                        .iter()
+                        .filter_map(|t| slot_row(&rows, t.addr)?.slot)
+                        .map(|slot| Command::set_state(slot, AdminState::Maint))
+                        .collect();
+                    if !out.is_empty() {
+                        HaproxyBalancer::open(self.docker(), self.scope())
+                            .await?
+                            .exec(&out)
+                            .await?;
+                    }
                     self.scale(&service, 0).await?;
                 }
             }

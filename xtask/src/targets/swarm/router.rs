@@ -1,100 +1,214 @@
-//! Keeps the balancer's slots on tasks that passed our probes. Swarm
-//! replaces tasks by itself during an update, so while a deploy runs the
-//! gate calls `route` on every tick: a slot moves (an atomic symlink swap,
-//! no reload) as soon as a better task is ready, and before the task it
-//! leaves has finished draining.
-use std::collections::HashSet;
+//! Keeps the balancer's slots on the tasks that should serve. The balancer
+//! is the Docker target's HAProxy container; each task gets a slot at its
+//! overlay address, at weight 0 until HAProxy's checks pass it, and traffic
+//! is the slots' weights, changed through the runtime API (no reload).
+//! Swarm replaces tasks by itself during an update, so while a deploy runs
+//! the gate calls `follow` on every tick: traffic moves to a new task as
+//! soon as it passed, and off the task it replaces before that one has
+//! finished draining.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::SocketAddr,
+};
 
 use anyhow::Result;
 
-use super::{tasks::TaskView, SwarmTarget};
+use super::{tasks::TaskView, SwarmTarget, COLOURS};
+use crate::{
+    haproxy::{runtime::MAX_WEIGHT, AdminState, Command, ServerStat, ServerStatus},
+    targets::{docker::traffic, Split},
+};
 
-/// The slot assignment for `wanted` (task ids in order of preference):
-/// a slot already on one of the first `slots` wanted tasks stays; the others
-/// take the wanted tasks not yet routed, then share them round-robin.
-pub fn assign(current: &[Option<String>], wanted: &[String]) -> Vec<Option<String>> {
-    if wanted.is_empty() {
-        // Nothing ready: leave every slot where it is (a draining task still answers).
-        return current.to_vec();
-    }
-    let chosen: Vec<&String> = wanted.iter().take(current.len()).collect();
-    let mut used: HashSet<&String> = HashSet::new();
-    let mut kept: Vec<Option<&String>> = current
+/// The weight each task in traffic gets when traffic is spread evenly.
+pub const EVEN_WEIGHT: u16 = MAX_WEIGHT / 2;
+
+/// The runtime commands that bring the slots in `rows` to `weights` (by
+/// address). Slots of `live` addresses not in `weights` go to weight 0;
+/// slots of addresses no live task has leave (MAINT). Weights go up before
+/// any goes down, so some server is always in traffic; and while none of
+/// the servers that should serve is UP, the UP ones serving now keep their
+/// weight (the drain of a replaced task must not leave nobody to answer).
+pub fn route_commands(
+    rows: &[ServerStat],
+    weights: &BTreeMap<String, u16>,
+    live: &HashSet<String>,
+) -> Result<Vec<Command>> {
+    let slotted: Vec<(&ServerStat, crate::haproxy::Slot)> = rows
         .iter()
-        .map(|c| {
-            let keep = c
-                .as_ref()
-                .filter(|id| chosen.contains(id) && !used.contains(id));
-            if let Some(id) = keep {
-                used.insert(id);
-            }
-            keep
-        })
+        .filter(|r| r.status != ServerStatus::Maint)
+        .filter_map(|r| Some((r, r.slot?)))
         .collect();
-    let mut spare = chosen.iter().filter(|id| !used.contains(*id)).copied();
-    let mut cycle = chosen.iter().cycle();
-    for slot in kept.iter_mut().filter(|s| s.is_none()) {
-        *slot = Some(
-            spare
-                .next()
-                .unwrap_or_else(|| cycle.next().expect("wanted is not empty")),
-        );
+    let next = |row: &ServerStat| -> Option<u16> {
+        match weights.get(&row.addr) {
+            Some(w) => Some(*w),
+            None if live.contains(&row.addr) => Some(0),
+            None => None,
+        }
+    };
+    let any_up_after = slotted
+        .iter()
+        .any(|(r, _)| r.status == ServerStatus::Up && next(r).is_some_and(|w| w > 0));
+    let keeps =
+        |row: &ServerStat| !any_up_after && row.status == ServerStatus::Up && row.user_weight > 0;
+    let (mut raise, mut lower, mut leave) = (Vec::new(), Vec::new(), Vec::new());
+    for (row, slot) in slotted {
+        match next(row) {
+            Some(w) if u32::from(w) > row.user_weight => raise.push(Command::set_weight(slot, w)?),
+            Some(w) if u32::from(w) < row.user_weight && !keeps(row) => {
+                lower.push(Command::set_weight(slot, w)?)
+            }
+            None if !keeps(row) => leave.push(Command::set_state(slot, AdminState::Maint)),
+            _ => {}
+        }
     }
-    kept.into_iter().map(|s| s.cloned()).collect()
+    raise.append(&mut lower);
+    raise.append(&mut leave);
+    Ok(raise)
+}
+
+/// Even weights for the first `count` of `preferred` (addresses, best
+/// first) that have a slot.
+pub fn even_weights(preferred: &[String], count: usize) -> BTreeMap<String, u16> {
+    preferred
+        .iter()
+        .take(count)
+        .map(|a| (a.clone(), EVEN_WEIGHT))
+        .collect()
+}
+
+/// The weights that give each release of `split` its share, over `tasks`
+/// (running, with a slot in `rows`); those serving now keep serving first.
+pub fn split_weights(
+    split: &Split,
+    tasks: &[&TaskView],
+    rows: &[ServerStat],
+) -> Result<BTreeMap<String, u16>> {
+    let mut running: BTreeMap<String, Vec<traffic::Candidate>> = BTreeMap::new();
+    for task in tasks {
+        let Some(row) = slot_row(rows, task.addr) else {
+            continue;
+        };
+        running
+            .entry(task.release.clone())
+            .or_default()
+            .push(traffic::Candidate {
+                instance: row.addr.clone(),
+                serving: row.user_weight > 0,
+            });
+    }
+    traffic::weights(split, &running)
+}
+
+/// The slot serving `addr` (not in MAINT: a free slot keeps its last address).
+pub fn slot_row(rows: &[ServerStat], addr: Option<SocketAddr>) -> Option<&ServerStat> {
+    crate::targets::docker::slot_of(rows, addr)
 }
 
 impl SwarmTarget {
-    /// The task each slot sends traffic to (by task id).
-    pub fn routes(&self) -> Vec<Option<String>> {
-        self.balancer
-            .routes(self.balancer.slot_count())
+    /// Every slot as `show stat` reports it; none without a running balancer.
+    pub async fn rows(&self) -> Result<Vec<ServerStat>> {
+        self.front.slots().await
+    }
+
+    /// Every task of both colours.
+    pub async fn all_tasks(&self) -> Result<Vec<TaskView>> {
+        let mut all = Vec::new();
+        for colour in COLOURS {
+            all.extend(self.tasks(&self.service_name(colour)).await?);
+        }
+        Ok(all)
+    }
+
+    /// The ids of the tasks the balancer sends traffic to (weight above 0).
+    pub async fn routed(&self) -> Result<HashSet<String>> {
+        let rows = self.rows().await?;
+        Ok(self
+            .all_tasks()
+            .await?
             .into_iter()
-            .map(|socket| socket.and_then(|s| Some(s.file_stem()?.to_string_lossy().into_owned())))
+            .filter(|t| t.wanted() || t.running())
+            .filter(|t| slot_row(&rows, t.addr).is_some_and(|r| r.user_weight > 0))
+            .map(|t| t.id)
+            .collect())
+    }
+
+    /// A slot at weight 0 for each running task of `tasks` that has none:
+    /// HAProxy starts checking it, and the gate waits for plain UP.
+    pub async fn attach(&self, tasks: &[&TaskView], rows: &[ServerStat]) -> Result<usize> {
+        let wanted: Vec<(String, SocketAddr)> = tasks
+            .iter()
+            .filter(|t| matches!(t.state.as_str(), "starting" | "running"))
+            .filter_map(|t| Some((t.name.clone(), t.addr?)))
+            .filter(|(_, addr)| slot_row(rows, Some(*addr)).is_none())
+            .collect();
+        let count = wanted.len();
+        self.front.attach_addrs(wanted).await?;
+        Ok(count)
+    }
+
+    /// Sends the weights to the balancer; `all` are every task swarm still
+    /// reports (their slots stay, at weight 0 when not in `weights`).
+    pub async fn route(
+        &self,
+        rows: &[ServerStat],
+        weights: &BTreeMap<String, u16>,
+        all: &[TaskView],
+    ) -> Result<()> {
+        let live: HashSet<String> = all
+            .iter()
+            .filter(|t| t.wanted() || t.running())
+            .filter_map(|t| Some(t.addr?.to_string()))
+            .collect();
+        let commands = route_commands(rows, weights, &live)?;
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let balancer = crate::haproxy::HaproxyBalancer::open(&self.docker, &self.scope).await?;
+        balancer.exec(&commands).await.map(drop)
+    }
+
+    /// Each release's traffic, from the weights.
+    pub async fn traffic_split(&self) -> Result<Split> {
+        let rows = self.rows().await?;
+        let mut weights: BTreeMap<String, u32> = BTreeMap::new();
+        for task in self.all_tasks().await? {
+            if let Some(row) = slot_row(&rows, task.addr) {
+                *weights.entry(task.release).or_default() += row.user_weight;
+            }
+        }
+        Ok(traffic::shares(&weights))
+    }
+
+    /// Each task's share of the traffic in percent, by task id.
+    pub fn shares_of(rows: &[ServerStat], tasks: &[TaskView]) -> HashMap<String, f64> {
+        let total: u32 = rows
+            .iter()
+            .filter(|r| r.status != ServerStatus::Maint)
+            .map(|r| r.user_weight)
+            .sum();
+        tasks
+            .iter()
+            .map(|t| {
+                let w = slot_row(rows, t.addr).map_or(0, |r| r.user_weight);
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    f64::from(w) * 100.0 / f64::from(total)
+                };
+                (t.id.clone(), share)
+            })
             .collect()
-    }
-
-    /// Moves the slots onto `wanted`; returns how many moved and each slot's task after.
-    pub fn route(&self, wanted: &[String]) -> Result<(usize, Vec<Option<String>>)> {
-        let current = self.routes();
-        let next = assign(&current, wanted);
-        let mut moved = 0;
-        for (slot, (now, then)) in current.iter().zip(&next).enumerate() {
-            if let Some(task) = then.as_ref().filter(|t| Some(*t) != now.as_ref()) {
-                self.balancer.route(slot, &self.socket_path(task))?;
-                moved += 1;
-            }
-        }
-        Ok((moved, next))
-    }
-
-    /// Removes the sockets of tasks that are gone (the app leaves its socket
-    /// file behind), except those `slots` still point at.
-    pub fn prune_sockets(&self, live: &HashSet<String>, slots: &[Option<String>]) {
-        let routed: HashSet<&String> = slots.iter().flatten().collect();
-        self.probe_clients
-            .lock()
-            .expect("probe clients")
-            .retain(|id, _| live.contains(id) || routed.contains(id));
-        let Ok(entries) = std::fs::read_dir(self.runtime_dir.join("sockets")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let id = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !live.contains(&id) && !routed.contains(&id) {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
     }
 }
 
-/// Slots go to ready tasks of the release first, then to other running
+/// Traffic goes to ready tasks of the release first, then to other running
 /// tasks that swarm keeps (their slot has no ready replacement yet), then
 /// to tasks swarm is stopping, which still answer while they drain.
-pub fn preference(ready: &[&TaskView], all: &[TaskView], release: &str) -> Vec<String> {
+pub fn preference<'a>(
+    ready: &[&'a TaskView],
+    all: &'a [TaskView],
+    release: &str,
+) -> Vec<&'a TaskView> {
     let replaced: HashSet<i64> = ready.iter().map(|t| t.slot).collect();
     let others = all.iter().filter(|t| t.release != release && t.running());
     let (kept, draining): (Vec<&TaskView>, Vec<&TaskView>) = others.partition(|t| t.wanted());
@@ -106,46 +220,8 @@ pub fn preference(ready: &[&TaskView], all: &[TaskView], release: &str) -> Vec<S
         .chain(unreplaced)
         .chain(replaced_kept)
         .chain(draining)
-        .map(|t| t.id.clone())
         .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::assign;
-
-    fn ids(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn slots(v: &[Option<&str>]) -> Vec<Option<String>> {
-        v.iter().map(|s| s.map(str::to_owned)).collect()
-    }
-
-    #[test]
-    fn a_slot_on_a_wanted_task_stays_and_the_others_take_new_ones() {
-        let now = slots(&[Some("old1"), Some("old2"), Some("old3")]);
-        let next = assign(&now, &ids(&["new1", "old2", "old3", "old1"]));
-        assert_eq!(next, slots(&[Some("new1"), Some("old2"), Some("old3")]));
-    }
-
-    #[test]
-    fn fewer_ready_tasks_than_slots_are_shared_and_none_keeps_the_slots() {
-        let now = slots(&[None, None, None]);
-        assert_eq!(
-            assign(&now, &ids(&["a", "b"])),
-            slots(&[Some("a"), Some("b"), Some("a")])
-        );
-        let routed = slots(&[Some("x"), None]);
-        assert_eq!(assign(&routed, &[]), routed);
-    }
-
-    #[test]
-    fn one_task_never_holds_two_slots_while_another_wanted_one_has_none() {
-        let now = slots(&[Some("a"), Some("a"), Some("b")]);
-        assert_eq!(
-            assign(&now, &ids(&["a", "b", "c"])),
-            slots(&[Some("a"), Some("c"), Some("b")])
-        );
-    }
-}
+mod tests;

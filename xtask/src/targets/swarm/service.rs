@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use bollard::{
     models::{
-        HealthConfig, Limit, Mount, MountType, SecretSpec, Service, ServiceSpec, ServiceSpecMode,
-        ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
-        ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
-        ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-        ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, TaskSpec,
-        TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
-        TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+        EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, NetworkAttachmentConfig,
+        SecretSpec, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+        ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+        ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
+        ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
+        ServiceUpdateStatusStateEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
+        TaskSpecContainerSpecSecrets, TaskSpecResources, TaskSpecRestartPolicy,
         TaskSpecRestartPolicyConditionEnum,
     },
     query_parameters::{ListSecretsOptionsBuilder, UpdateServiceOptionsBuilder},
@@ -24,8 +24,6 @@ use super::SwarmTarget;
 use crate::{deploy::release::Release, targets::docker::labels};
 
 const NS: f64 = 1e9;
-/// Inside the task; the host side is the target's sockets folder.
-const SOCKETS_IN_TASK: &str = "/run/app";
 
 fn ns(seconds: f64) -> i64 {
     (seconds * NS) as i64
@@ -98,13 +96,11 @@ impl SwarmTarget {
                 .unwrap_or_default();
             env.push(format!("{name}_FILE=/run/secrets/{name}"));
         }
-        // Each task its own socket, named by swarm when it creates the task.
-        env.push(format!(
-            "LISTEN_SOCKET={SOCKETS_IN_TASK}/{{{{.Task.ID}}}}.sock"
-        ));
+        // The balancer reaches each task at its overlay address on this port.
+        if !vars.contains_key("PORT") {
+            env.push(format!("PORT={}", self.app_port));
+        }
         env.push(format!("DRAIN_SECONDS={}", self.drain_seconds));
-        // The socket is the only way in; TCP stays inside the task for its HEALTHCHECK.
-        env.push("BIND=127.0.0.1".into());
         let labels = HashMap::from([
             (labels::SCOPE.to_owned(), self.scope.clone()),
             (labels::ROLE.to_owned(), "service".to_owned()),
@@ -122,12 +118,6 @@ impl SwarmTarget {
                     image: Some(release.image.clone()),
                     labels: Some(labels),
                     env: Some(env),
-                    mounts: Some(vec![Mount {
-                        target: Some(SOCKETS_IN_TASK.into()),
-                        source: Some(self.runtime_dir.join("sockets").display().to_string()),
-                        typ: Some(MountType::BIND),
-                        ..Default::default()
-                    }]),
                     stop_grace_period: Some(ns(self.drain_seconds + 10.0)),
                     // The image's HEALTHCHECK command, run often enough that an update does not crawl.
                     health_check: Some(HealthConfig {
@@ -149,10 +139,12 @@ impl SwarmTarget {
                     }),
                     ..Default::default()
                 }),
-                placement: Some(TaskSpecPlacement {
-                    constraints: Some(vec![format!("node.id=={}", self.node_id)]),
+                // No placement constraint: swarm spreads the tasks over its
+                // nodes; the overlay carries the balancer's traffic to them.
+                networks: Some(vec![NetworkAttachmentConfig {
+                    target: Some(self.network.clone()),
                     ..Default::default()
-                }),
+                }]),
                 restart_policy: Some(TaskSpecRestartPolicy {
                     condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
                     delay: Some(ns(1.0)),
@@ -165,6 +157,12 @@ impl SwarmTarget {
                 replicated: Some(ServiceSpecModeReplicated {
                     replicas: Some(replicas as i64),
                 }),
+                ..Default::default()
+            }),
+            // DNS round-robin: no virtual IP, which needs IPVS; the balancer
+            // addresses each task anyway.
+            endpoint_spec: Some(EndpointSpec {
+                mode: Some(EndpointSpecModeEnum::DNSRR),
                 ..Default::default()
             }),
             update_config: Some(ServiceSpecUpdateConfig {

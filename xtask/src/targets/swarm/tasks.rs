@@ -1,22 +1,19 @@
-//! The tasks of a service as the deploy gate sees them, and their probes:
-//! straight to each task's unix socket, never through an overlay address.
-use std::{collections::HashMap, time::Duration};
+//! The tasks of a service as the deploy gate sees them: state, release, and
+//! the overlay address the balancer reaches them at.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use anyhow::{Context, Result};
 use bollard::{
-    models::TaskState,
-    query_parameters::{ListTasksOptionsBuilder, LogsOptionsBuilder},
+    models::{Task, TaskState},
+    query_parameters::{InspectNetworkOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder},
 };
 use serde::Serialize;
 
 use super::SwarmTarget;
-use crate::{
-    gate::{self as health, ProbeResult},
-    targets::docker::labels,
-};
-
-/// A probe's error when the task has not created its socket (yet, or any more).
-pub const NO_SOCKET: &str = "no socket";
+use crate::targets::docker::labels;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
@@ -30,6 +27,8 @@ pub struct TaskView {
     pub desired: String,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
+    /// Its address and port on the environment's overlay (None: not attached yet).
+    pub addr: Option<SocketAddr>,
 }
 
 impl TaskView {
@@ -64,7 +63,66 @@ fn state_word(state: Option<TaskState>) -> String {
     state.map(|s| s.to_string()).unwrap_or_default()
 }
 
+/// The port the task listens on: its `PORT` variable when that is a
+/// port, else `default_port`.
+fn port_of(task: &Task, default_port: u16) -> u16 {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find_map(|v| v.strip_prefix("PORT=")))
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(default_port)
+}
+
+/// Task id -> its address on the network, from a verbose inspect of the
+/// network (`Services.<name>.Tasks[].{Name, EndpointIP}`, the task's
+/// container name ending in its id). The engine's task model carries the
+/// same in `NetworksAttachments`, which bollard's `Task` does not map.
+fn endpoints_of(network: &bollard::models::NetworkInspect) -> HashMap<String, IpAddr> {
+    let mut out = HashMap::new();
+    for service in network.services.iter().flat_map(|s| s.values()) {
+        let Some(tasks) = service.get("Tasks").and_then(|t| t.as_array()) else {
+            continue;
+        };
+        for task in tasks {
+            let name = task
+                .get("Name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default();
+            let ip = task
+                .get("EndpointIP")
+                .and_then(|i| i.as_str())
+                .unwrap_or_default();
+            let (Some(id), Ok(ip)) = (name.rsplit('.').next(), ip.parse::<IpAddr>()) else {
+                continue;
+            };
+            out.insert(id.to_owned(), ip);
+        }
+    }
+    out
+}
+
 impl SwarmTarget {
+    /// Task id -> overlay address of every task on the environment's network.
+    async fn endpoints(&self) -> Result<HashMap<String, IpAddr>> {
+        let options = InspectNetworkOptionsBuilder::default()
+            .verbose(true)
+            .scope("swarm")
+            .build();
+        match self
+            .docker
+            .inspect_network(&self.network, Some(options))
+            .await
+        {
+            Ok(network) => Ok(endpoints_of(&network)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(HashMap::new()),
+            Err(e) => Err(e).with_context(|| format!("inspecting network {}", self.network)),
+        }
+    }
+
     /// Every task swarm still reports for the service, newest first.
     pub async fn tasks(&self, service: &str) -> Result<Vec<TaskView>> {
         let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
@@ -80,6 +138,7 @@ impl SwarmTarget {
             }
         };
         tasks.sort_by_key(|t| std::cmp::Reverse(t.version.as_ref().and_then(|v| v.index)));
+        let endpoints = self.endpoints().await?;
         Ok(tasks
             .into_iter()
             .map(|t| {
@@ -92,7 +151,12 @@ impl SwarmTarget {
                     .and_then(|l| l.get(labels::RELEASE).cloned())
                     .unwrap_or_default();
                 let slot = t.slot.unwrap_or(0);
+                let addr =
+                    t.id.as_ref()
+                        .and_then(|id| endpoints.get(id))
+                        .map(|ip| SocketAddr::new(*ip, port_of(&t, self.app_port)));
                 TaskView {
+                    addr,
                     id: t.id.unwrap_or_default(),
                     name: format!("{service}.{slot}"),
                     slot,
@@ -104,48 +168,6 @@ impl SwarmTarget {
                 }
             })
             .collect())
-    }
-
-    /// One probe of `path` through the task's socket; a task with no socket yet is "no answer".
-    pub async fn probe_task(&self, task: &TaskView, path: &str, timeout: Duration) -> ProbeResult {
-        self.probe_socket(&task.id, path, timeout).await
-    }
-
-    /// One probe of `path` through the socket of task `task_id`.
-    pub async fn probe_socket(&self, task_id: &str, path: &str, timeout: Duration) -> ProbeResult {
-        let socket = self.socket_path(task_id);
-        let url = format!("http://{task_id}{path}");
-        if !socket.exists() {
-            return ProbeResult {
-                url,
-                status: None,
-                latency_ms: 0.0,
-                error: Some(NO_SOCKET.into()),
-            };
-        }
-        // One client per task socket, kept: building one loads TLS roots, and
-        // the gate probes every task every tick.
-        let client = {
-            let mut clients = self.probe_clients.lock().expect("probe clients");
-            match clients.get(task_id) {
-                Some(client) => Ok(client.clone()),
-                None => reqwest::Client::builder()
-                    .unix_socket(socket)
-                    .build()
-                    .inspect(|c| {
-                        clients.insert(task_id.to_owned(), c.clone());
-                    }),
-            }
-        };
-        match client {
-            Ok(client) => health::probe(&client, &url, timeout).await,
-            Err(e) => ProbeResult {
-                url,
-                status: None,
-                latency_ms: 0.0,
-                error: Some(format!("{e}")),
-            },
-        }
     }
 
     /// The task's last log lines, for the failure report.

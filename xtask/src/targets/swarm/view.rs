@@ -1,11 +1,9 @@
 //! What `status`, `health` and `deploy --dry-run` show of a swarm
-//! environment: the tasks of both colours with their share of the slots,
-//! probes through each routed task's socket, and the service spec.
-use std::{collections::HashMap, time::Duration};
-
+//! environment: the tasks of both colours with their share of the traffic,
+//! the balancer's last check of each task in traffic, and the service spec.
 use anyhow::Result;
 
-use super::{rollout::other, service::release_of, SwarmTarget, COLOURS};
+use super::{rollout::other, router::slot_row, service::release_of, SwarmTarget, COLOURS};
 use crate::{
     deploy::release::Release,
     gate::ProbeResult,
@@ -14,18 +12,15 @@ use crate::{
 
 impl SwarmTarget {
     pub(super) async fn task_views(&self) -> Result<Vec<InstanceView>> {
-        let routes = self.routes();
-        let total = routes.len().max(1) as f64;
+        let rows = self.rows().await?;
         let mut views = vec![];
         for colour in COLOURS {
-            for task in self.tasks(&self.service_name(colour)).await? {
+            let tasks = self.tasks(&self.service_name(colour)).await?;
+            let shares = SwarmTarget::shares_of(&rows, &tasks);
+            for task in tasks {
                 if !task.wanted() && !task.running() {
                     continue;
                 }
-                let slots = routes
-                    .iter()
-                    .filter(|r| r.as_deref() == Some(&task.id))
-                    .count();
                 let state = if task.running() {
                     InstanceState::Running { restarts: 0 }
                 } else if task.died() {
@@ -36,36 +31,51 @@ impl SwarmTarget {
                     InstanceState::Pending
                 };
                 views.push(InstanceView {
+                    traffic: shares.get(&task.id).copied(),
                     id: task.id,
                     name: task.name,
                     release: task.release,
                     colour: colour.to_owned(),
                     state,
-                    traffic: Some(slots as f64 * 100.0 / total),
                 });
             }
         }
         Ok(views)
     }
 
-    /// Every slot, by the task it points at: a slot left on a task swarm
-    /// replaced while no xtask ran shows up here as "no socket".
-    pub(super) async fn slot_probes(
-        &self,
-        path: &str,
-        timeout: Duration,
-    ) -> Result<Vec<(String, ProbeResult)>> {
-        let mut names = HashMap::new();
-        for colour in COLOURS {
-            for task in self.tasks(&self.service_name(colour)).await? {
-                names.insert(task.id.clone(), task.name.clone());
-            }
+    /// The balancer's last check of every slot in traffic (the deploying
+    /// machine may not reach the overlay): a slot left on a task swarm
+    /// replaced while no xtask ran shows up here as DOWN.
+    pub(super) async fn slot_probes(&self, path: &str) -> Result<Vec<(String, ProbeResult)>> {
+        if path != self.health.path {
+            return Ok(Vec::new());
         }
+        let rows = self.rows().await?;
+        let tasks = self.all_tasks().await?;
         let mut results = vec![];
-        for (slot, task) in self.routes().into_iter().enumerate() {
-            let Some(task) = task else { continue };
-            let who = format!("slot {slot}: {}", names.get(&task).unwrap_or(&task));
-            results.push((who, self.probe_socket(&task, path, timeout).await));
+        for row in rows
+            .iter()
+            .filter(|r| r.slot.is_some() && r.user_weight > 0)
+        {
+            if row.status == crate::haproxy::ServerStatus::Maint {
+                continue;
+            }
+            let who = tasks
+                .iter()
+                .find(|t| slot_row(&rows, t.addr).is_some_and(|r| r.name == row.name))
+                .map_or_else(|| row.addr.clone(), |t| t.name.clone());
+            let up = row.status == crate::haproxy::ServerStatus::Up;
+            results.push((
+                format!("{}: {who}", row.name),
+                ProbeResult {
+                    url: format!("http://{}{path} (balancer check)", row.addr),
+                    status: row.check_code.or(up.then_some(200)),
+                    latency_ms: 0.0,
+                    error: (!up).then(|| {
+                        format!("{:?}: {} {}", row.status, row.check_status, row.check_desc)
+                    }),
+                },
+            ));
         }
         Ok(results)
     }
