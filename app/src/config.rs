@@ -22,6 +22,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `/debug/sleep/{ms}`: a slow endpoint that drain tests and load tests use.
     pub debug_routes: bool,
+    /// `APP_ERROR_RATE`: this fraction of requests to routes other than the
+    /// probes and `/metrics` answers 500, for canary tests. Only with debug routes.
+    pub error_rate: f64,
     /// A unix socket to serve on as well as TCP: the deploy balancer reaches
     /// instances through it, so traffic can move between instances by
     /// swapping a symlink instead of reloading the balancer.
@@ -88,6 +91,26 @@ impl Config {
             Some("1") | Some("true") => true,
             Some(v) => return Err(shown("APP_DEBUG_ROUTES", v, "must be `true` or `false`")),
         };
+        let error_rate = match value("APP_ERROR_RATE") {
+            None => 0.0,
+            Some(v) if !debug_routes => {
+                return Err(shown(
+                    "APP_ERROR_RATE",
+                    &v,
+                    "is a test knob, honoured only with APP_DEBUG_ROUTES=true",
+                ))
+            }
+            Some(v) => match v.parse::<f64>() {
+                Ok(rate) if (0.0..=1.0).contains(&rate) => rate,
+                _ => {
+                    return Err(shown(
+                        "APP_ERROR_RATE",
+                        &v,
+                        "must be a fraction from 0 to 1",
+                    ))
+                }
+            },
+        };
         let listen_socket = match value("LISTEN_SOCKET") {
             None => None,
             Some(v) if v.starts_with('/') && v.len() < 100 => Some(std::path::PathBuf::from(v)),
@@ -109,6 +132,7 @@ impl Config {
             database_url,
             redis_url,
             debug_routes,
+            error_rate,
         })
     }
 }
@@ -166,6 +190,23 @@ fn hidden(variable: &'static str, problem: String) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_error_rate_knob_needs_debug_routes_and_a_fraction() {
+        let err = parse(&[("APP_ERROR_RATE", "0.2")]).unwrap_err();
+        assert!(
+            err.to_string().contains("only with APP_DEBUG_ROUTES"),
+            "{err}"
+        );
+        let on = [("APP_DEBUG_ROUTES", "true"), ("APP_ERROR_RATE", "0.2")];
+        assert_eq!(parse(&on).unwrap().error_rate, 0.2);
+        let bad = [("APP_DEBUG_ROUTES", "true"), ("APP_ERROR_RATE", "2")];
+        assert!(parse(&bad).is_err());
+        let misbehave = crate::routes::Misbehave::new(0.2);
+        let failed = (0..1000).filter(|_| misbehave.next_fails()).count();
+        assert_eq!(failed, 200);
+    }
+
     use super::*;
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {

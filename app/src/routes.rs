@@ -19,7 +19,7 @@ use crate::{
     state::{Phase, SharedState, REVISION, VERSION},
 };
 
-pub fn router(state: SharedState, debug_routes: bool) -> Router {
+pub fn router(state: SharedState, debug_routes: bool, error_rate: f64) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = Router::new()
         .route("/health", get(liveness))
@@ -29,6 +29,12 @@ pub fn router(state: SharedState, debug_routes: bool) -> Router {
         .route("/version", get(version));
     if debug_routes {
         router = router.route("/debug/sleep/{ms}", get(sleep));
+    }
+    if error_rate > 0.0 {
+        let errors = std::sync::Arc::new(Misbehave::new(error_rate));
+        router = router.layer(middleware::from_fn(move |request, next| {
+            misbehave(errors.clone(), request, next)
+        }));
     }
     router
         .fallback(not_found)
@@ -40,6 +46,47 @@ pub fn router(state: SharedState, debug_routes: bool) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Fails exactly `rate` of the requests it sees, spread evenly (a counter,
+/// not chance: a test's error ratio is then what it set).
+pub struct Misbehave {
+    rate: f64,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl Misbehave {
+    pub fn new(rate: f64) -> Misbehave {
+        Misbehave {
+            rate,
+            seen: 0.into(),
+        }
+    }
+
+    /// Whether the next request fails.
+    pub fn next_fails(&self) -> bool {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.rate).floor() > (n * self.rate).floor()
+    }
+}
+
+/// The probes and `/metrics` never misbehave: a canary with errors passes
+/// its readiness gate, and only its real traffic shows the errors.
+async fn misbehave(
+    errors: std::sync::Arc<Misbehave>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let probe = matches!(path, "/health" | "/ready" | "/health/detailed" | "/metrics");
+    if !probe && errors.next_fails() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected error (APP_ERROR_RATE)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn liveness() -> Json<serde_json::Value> {

@@ -34,7 +34,7 @@ pub async fn serve(config: Config) -> Result<()> {
     tracing::info!(%address, version = state::VERSION, revision = state::REVISION, "listening");
     tokio::spawn(state::wait_until_started(state.clone()));
 
-    let app = routes::router(state.clone(), config.debug_routes);
+    let app = routes::router(state.clone(), config.debug_routes, config.error_rate);
     let (stop_accepting, stopped) = watch::channel(false);
     let (drain, shutdown_timeout) = (config.drain, config.shutdown_timeout);
     let lifecycle = state.clone();

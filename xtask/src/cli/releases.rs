@@ -215,6 +215,39 @@ async fn dry_run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A canary's measurements, one row each: what was asked, what came back,
+/// the limit and the verdict (the full query is in `--json`).
+pub fn print_analysis(release: &release::Release) {
+    if release.analysis.is_empty() {
+        return;
+    }
+    let mut table = report::Table::new(
+        &format!("canary analysis of {}", release.id),
+        &["step", "query", "value", "limit", "verdict"],
+    );
+    for m in &release.analysis {
+        let verdict = format!(
+            "{:?}{}{}",
+            m.verdict,
+            m.note
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+            if m.dry_run { " [dry run]" } else { "" }
+        )
+        .to_lowercase();
+        table.row(vec![
+            format!("{} %", m.step),
+            m.name.clone(),
+            m.value
+                .map_or_else(|| "-".into(), crate::gate::analysis::shown),
+            m.limit.clone(),
+            verdict,
+        ]);
+    }
+    table.emit();
+}
+
 pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
     if json {
         let mut shown = serde_json::to_value(report).expect("serialisable report");
@@ -251,6 +284,7 @@ pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
         }
         table.row(vec!["url".into(), report.public_url.clone()]);
         table.emit();
+        print_analysis(&report.release);
         if let Some(logs) = &report.failure_logs {
             eprintln!(
                 "\nlast lines of the failing instance's log:\n{}",
@@ -302,5 +336,8 @@ pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
         ]);
     }
     table.emit();
+    for r in history.releases.iter().rev() {
+        print_analysis(r);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -150,12 +150,15 @@ async fn locked(
     let started = Instant::now();
     let step = announce(&release, "", options.quiet);
     let mut moved = None;
+    let measured = std::sync::Mutex::new(Vec::new());
     let strategy = strategy::Run {
         target,
         release: &release,
         previous: previous.as_ref(),
         gate: &gate,
         deploy: &env.file.deploy,
+        canary: env.file.canary.as_ref(),
+        measured: &measured,
         step: &step,
     };
     // Ctrl-C or a CI cancel anywhere up to the verified record is a failure like any other.
@@ -171,6 +174,7 @@ async fn locked(
         } => outcome,
         signal = interrupted() => Err(Failure::new(format!("interrupted by {signal}"), None)),
     };
+    history.measured(&release.id, measured.into_inner().expect("measurements"));
     let run = Run {
         env,
         release: release.clone(),
@@ -358,7 +362,19 @@ pub fn draft_release(
         reason: None,
         restores: None,
         verified_at: None,
+        analysis: Vec::new(),
     };
+    if base.strategy == Strategy::Canary && env.file.canary.is_none() {
+        bail!(
+            "--strategy canary: {} has no [canary] table (steps, prometheus_url, analysis); see docs/CANARY.md",
+            env.path.display()
+        );
+    }
+    if base.strategy == Strategy::Canary
+        && env.file.target.kind() != environment::TargetKind::Docker
+    {
+        bail!("--strategy canary: runs on kind = \"docker\" only for now; use blue-green");
+    }
     match source {
         Source::Image { image, overrides } => {
             if let Some(key) = overrides
@@ -366,6 +382,13 @@ pub fn draft_release(
                 .find(|k| release::PLATFORM_ENV.contains(&k.as_str()))
             {
                 bail!("--env {key}=…: {key} is set by the deploy engine");
+            }
+            if let Some(key) = overrides
+                .keys()
+                .find(|k| environment::FAULT_VARIABLES.contains(&k.as_str()))
+                .filter(|_| !env.file.app.debug_knobs)
+            {
+                bail!("--env {key}=…: makes the app misbehave on purpose; only an environment file with [app] debug_knobs = true (a test environment) allows it");
             }
             let mut vars = base.env.clone();
             vars.extend(overrides);
@@ -392,6 +415,12 @@ pub fn draft_release(
                 secrets: chosen.secrets.clone(),
                 replicas: chosen.replicas,
                 restores: Some(chosen.id.clone()),
+                // A rollback goes back at once: the release it restores
+                // served before, and an incident is no time to walk steps.
+                strategy: match base.strategy {
+                    Strategy::Canary => Strategy::BlueGreen,
+                    other => other,
+                },
                 ..base
             })
         }

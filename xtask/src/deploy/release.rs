@@ -57,6 +57,9 @@ pub struct Release {
     /// after this point left a good release, which the next run activates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<String>,
+    /// A canary's analysis: every query measured at every step, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<crate::gate::analysis::Measurement>,
 }
 
 impl Release {
@@ -141,6 +144,7 @@ impl History {
             reason: None,
             restores: None,
             verified_at: None,
+            analysis: Vec::new(),
         }
     }
 
@@ -180,6 +184,13 @@ impl History {
     }
 
     /// The release passed verification with all traffic on it.
+    /// Keeps the analysis a run measured with its release.
+    pub fn measured(&mut self, id: &str, analysis: Vec<crate::gate::analysis::Measurement>) {
+        if let Some(r) = self.get_mut(id) {
+            r.analysis = analysis;
+        }
+    }
+
     pub fn verified(&mut self, id: &str, now: &str) {
         if let Some(r) = self.get_mut(id) {
             r.verified_at = Some(now.to_owned());
@@ -331,6 +342,7 @@ mod tests {
             reason: None,
             restores: None,
             verified_at: None,
+            analysis: Vec::new(),
         }
     }
 

@@ -25,6 +25,8 @@ pub enum TargetKind {
 pub enum Strategy {
     Rolling,
     BlueGreen,
+    /// Steps of weighted traffic with a Prometheus analysis between them (`[canary]`).
+    Canary,
 }
 
 /// `[target]`, tagged by `kind`: one struct per kind, so a field of another
@@ -138,6 +140,9 @@ pub struct AppConfig {
     /// (passed to it as PORT); the balancer reaches it there on the network.
     #[serde(default = "default_app_port")]
     pub port: u16,
+    /// Test environments only: allows the app's fault knobs (`FAULT_VARIABLES`).
+    #[serde(default)]
+    pub debug_knobs: bool,
 }
 
 fn default_app_port() -> u16 {
@@ -150,6 +155,7 @@ impl Default for AppConfig {
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
             port: default_app_port(),
+            debug_knobs: false,
         }
     }
 }
@@ -222,6 +228,8 @@ pub struct EnvironmentFile {
     pub balancer: Option<BalancerConfig>,
     /// Swarm targets only: how the service is updated and limited.
     pub swarm: Option<SwarmConfig>,
+    /// `strategy = "canary"` only: steps and analysis.
+    pub canary: Option<CanaryConfig>,
 }
 
 /// `[swarm]`: the service's update policy and limits. Everything has a default.
@@ -354,7 +362,10 @@ pub fn resolve_secret(name: &str, reference: &str) -> Result<String> {
     }
 }
 
+mod canary;
 mod validate;
+
+pub use canary::{AnalysisConfig, CanaryConfig, FAULT_VARIABLES};
 
 #[cfg(test)]
 mod tests;

@@ -214,3 +214,46 @@ fn a_copy_of_a_shipped_environment_elsewhere_is_an_environment_of_its_own() {
         "no shipped scratch: its own name"
     );
 }
+
+#[test]
+fn a_canary_needs_rising_steps_to_100_a_decisive_query_and_a_docker_target() {
+    let canary = GOOD.replace("\"rolling\"", "\"canary\"")
+        + "[canary]\nsteps = [10, 50, 100]\nprometheus_url = \"http://127.0.0.1:9090\"\n[[canary.analysis]]\nname = \"errors\"\nquery = \"x\"\nmax = 0.05\n";
+    parse_str(&canary).unwrap();
+    let err = parse_str(&canary.replace("[10, 50, 100]", "[50, 10]"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("canary.steps = [50, 10]: must rise"), "{err}");
+    let err = parse_str(&canary.replace("max = 0.05", "max = 0.05\ndry_run = true"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("canary.analysis"), "{err}");
+    let err = parse_str(&canary.replace("max = 0.05", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("canary.analysis.errors") && err.contains("max or min"),
+        "{err}"
+    );
+    let err = parse_str(&GOOD.replace(
+        "[health]",
+        "[canary]\nsteps = [100]\nprometheus_url = \"http://p\"\n[health]",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("[canary] is for deploy.strategy = \"canary\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_app_fault_knobs_are_refused_unless_the_file_allows_them() {
+    let knob = GOOD.replace("[health]", "[app.env]\nAPP_ERROR_RATE = \"0.2\"\n[health]");
+    let err = parse_str(&knob).unwrap_err().to_string();
+    assert!(
+        err.contains("app.env.APP_ERROR_RATE") && err.contains("debug_knobs = true"),
+        "{err}"
+    );
+    parse_str(&knob.replace("[app.env]", "[app]\ndebug_knobs = true\n[app.env]")).unwrap();
+}

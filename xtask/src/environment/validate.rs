@@ -5,7 +5,12 @@ use anyhow::{bail, Result};
 use super::*;
 
 impl Environment {
-    fn field_error(&self, field: &str, value: impl std::fmt::Display, fix: &str) -> anyhow::Error {
+    pub(super) fn field_error(
+        &self,
+        field: &str,
+        value: impl std::fmt::Display,
+        fix: &str,
+    ) -> anyhow::Error {
         anyhow::anyhow!("{}: {field} = {value}: {fix}", self.path.display())
     }
 
@@ -18,6 +23,7 @@ impl Environment {
             }
             TargetConfig::Swarm(_) => self.validate_swarm()?,
         }
+        self.validate_canary()?;
         if f.swarm.is_some() && f.target.kind() != TargetKind::Swarm {
             bail!(
                 "{}: [swarm] is for kind = \"swarm\"; remove it",

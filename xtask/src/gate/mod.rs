@@ -4,6 +4,7 @@
 //! after the initial delay, an exit, a restart, the deadline, or the
 //! orchestrator giving up). The conditions are pure functions of what was
 //! observed (`Tally`); the loop that observes is the caller's clock.
+pub mod analysis;
 mod probe;
 mod verify;
 

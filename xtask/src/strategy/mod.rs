@@ -3,6 +3,7 @@
 //! below. A strategy ends when all traffic is on the new release; the frame
 //! (`deploy`) verifies, retires the previous release, or undoes.
 mod blue_green;
+mod canary;
 mod converge;
 mod rolling;
 
@@ -10,8 +11,8 @@ pub use converge::converge;
 
 use crate::{
     deploy::release::Release,
-    environment::{DeployConfig, Strategy},
-    gate::{Failure, Gate},
+    environment::{CanaryConfig, DeployConfig, Strategy},
+    gate::{analysis::Measurement, Failure, Gate},
     progress::Step,
     targets::Target,
 };
@@ -24,6 +25,10 @@ pub struct Run<'a, T> {
     pub previous: Option<&'a Release>,
     pub gate: &'a Gate<'a>,
     pub deploy: &'a DeployConfig,
+    /// `[canary]`, for the canary strategy.
+    pub canary: Option<&'a CanaryConfig>,
+    /// What an analysis measured, kept with the release by the frame.
+    pub measured: &'a std::sync::Mutex<Vec<Measurement>>,
     pub step: &'a Step,
 }
 
@@ -31,6 +36,7 @@ pub async fn run<T: Target>(run: &Run<'_, T>) -> Result<(), Failure> {
     match run.release.strategy {
         Strategy::Rolling => rolling::run(run).await,
         Strategy::BlueGreen => blue_green::run(run).await,
+        Strategy::Canary => canary::run(run).await,
     }
 }
 

@@ -152,4 +152,7 @@ impl Target for AnyTarget {
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         each!(self, t => t.plan(release).await)
     }
+    async fn servers_of(&self, release: &str) -> Result<Vec<String>> {
+        each!(self, t => t.servers_of(release).await)
+    }
 }

@@ -204,4 +204,10 @@ pub trait Target: LockStore + HistoryStore {
     async fn prune(&self, kept: &[Release], dry_run: bool) -> Result<Option<docker::Pruned>>;
     /// What a deploy of `release` would apply, for `--dry-run`.
     async fn plan(&self, release: &Release) -> Result<serde_json::Value>;
+    /// The balancer's names for the servers that carry `release` (HAProxy
+    /// slots), for a canary's analysis queries. None where no balancer
+    /// of ours is in front.
+    async fn servers_of(&self, _release: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }

@@ -696,6 +696,17 @@ impl Target for DockerTarget {
             .map(Some)
     }
 
+    async fn servers_of(&self, release: &str) -> Result<Vec<String>> {
+        let rows = self.slots().await?;
+        Ok(self
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|i| i.release == release)
+            .filter_map(|i| Some(slot_of(&rows, i.addr)?.name.clone()))
+            .collect())
+    }
+
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         Ok(serde_json::json!({
             "kind": "docker",

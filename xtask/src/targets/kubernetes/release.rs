@@ -64,6 +64,9 @@ impl KubeTarget {
         let (before, live) = match release.strategy {
             Strategy::Rolling => (self.revision().await?, None),
             Strategy::BlueGreen => (None, self.live_colour().await?),
+            Strategy::Canary => {
+                bail!("the Kubernetes target has no weighted traffic for a canary (refused when the environment is loaded)")
+            }
         };
         self.remember(KubeRun {
             release: release.id.clone(),

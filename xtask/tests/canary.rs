@@ -1,0 +1,378 @@
+//! Canary releases on the Docker target, against the real engine, the real
+//! HAProxy balancer and a real Prometheus (Debian `prometheus`) scraping the
+//! balancer's exporter, under keep-alive load through the public URL. The
+//! canary's share is counted from the balancer's own per-server response
+//! counters, not from the weights the deploy asked for.
+#[path = "support/mod.rs"]
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use support::deploy_env::TestEnv;
+use xtask::targets::docker::DockerTarget;
+
+/// A Prometheus of the test's own, scraping the balancer's exporter every
+/// 250 ms; killed on drop.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start(exporter_port: u16) -> Prometheus {
+        let binary = which::which("prometheus").unwrap_or_else(|_| {
+            panic!("`prometheus` is not installed: run `cargo xtask ci`, which installs the test services")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\nscrape_configs:\n  - job_name: balancer\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+            ),
+        )
+        .unwrap();
+        let port = support::free_port();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let prometheus = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        // Ready, and one scrape of the balancer in.
+        let client = reqwest::Client::new();
+        let query = format!("{}/api/v1/query?query=up", prometheus.url);
+        for _ in 0..200 {
+            if let Ok(r) = client.get(&query).send().await {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                if body["data"]["result"][0]["value"][1] == "1" {
+                    return prometheus;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("Prometheus never scraped the balancer at 127.0.0.1:{exporter_port}");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The canary's error ratio over the last 2 s, from the balancer's counters.
+const ERROR_RATIO: &str = r#"sum(rate(haproxy_server_http_responses_total{proxy="app",server=~"{{canary}}",code="5xx"}[2s])) / sum(rate(haproxy_server_http_responses_total{proxy="app",server=~"{{canary}}"}[2s]))"#;
+
+/// A canary environment: steps 10 then 50 then 100, 1 s per step, the
+/// error ratio limited to 5 %, the balancer's exporter on a known port (the
+/// deploy's balancer is made before Prometheus scrapes it).
+async fn setup(
+    label: &str,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    String,
+    String,
+    TestEnv,
+    u16,
+) {
+    let serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    support::balancer_image(&docker).await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    let env = TestEnv::new(label, "canary", 0);
+    let exporter = support::free_port();
+    env.edit("[app.env]", "[app]\ndebug_knobs = true\n[app.env]");
+    env.edit(
+        "api_rate = 1000000",
+        &format!("api_rate = 1000000\nmetrics_port = {exporter}"),
+    );
+    (serial, v1, v2, env, exporter)
+}
+
+fn canary_table(env: &TestEnv, prometheus: &str, first_step: u8) {
+    env.append(&format!(
+        "[canary]\nsteps = [{first_step}, 50, 100]\npause_seconds = 1\nprometheus_url = \"{prometheus}\"\n\
+         [[canary.analysis]]\nname = \"error-ratio\"\nquery = '{ERROR_RATIO}'\nmax = 0.05\n\
+         [[canary.analysis]]\nname = \"requests\"\nquery = 'sum(rate(haproxy_server_http_responses_total{{proxy=\"app\",server=~\"{{{{canary}}}}\"}}[2s]))'\nmin = 1\ndry_run = true\n"
+    ));
+}
+
+/// `deploy IMAGE --json` (plus `extra`) in a child process.
+fn spawn_deploy(env: &TestEnv, image: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["deploy", "--image", image, "--json", "-e", env.arg()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finished(child: Child) -> (bool, serde_json::Value, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}); stderr:\n{stderr}"));
+    (out.status.success(), json, stderr)
+}
+
+/// Per release: responses the balancer has counted (2xx+4xx+5xx), and the weight it gives.
+async fn counted(target: &DockerTarget) -> BTreeMap<String, (u64, u32)> {
+    use xtask::targets::Target;
+    let mut out: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+    let instances = target.instances().await.unwrap();
+    for release in instances.iter().map(|i| i.release.clone()) {
+        out.entry(release).or_default();
+    }
+    let rows = balancer_rows(target).await;
+    for container in target.containers().await.unwrap() {
+        let Some(row) = container.addr.and_then(|a| {
+            rows.iter()
+                .find(|r| r.addr == a.to_string() && r.slot.is_some())
+        }) else {
+            continue;
+        };
+        let entry = out.entry(container.release).or_default();
+        entry.0 += row.hrsp_2xx + row.hrsp_4xx + row.hrsp_5xx;
+        entry.1 += row.user_weight;
+    }
+    out
+}
+
+async fn balancer_rows(target: &DockerTarget) -> Vec<xtask::haproxy::ServerStat> {
+    xtask::haproxy::HaproxyBalancer::open(target.docker(), target.scope())
+        .await
+        .unwrap()
+        .servers()
+        .await
+        .unwrap()
+}
+
+/// Waits until the balancer gives `release` `percent` of the weight (±1).
+async fn wait_for_share(
+    target: &DockerTarget,
+    release: &str,
+    percent: u32,
+) -> BTreeMap<String, (u64, u32)> {
+    for _ in 0..600 {
+        let now = counted(target).await;
+        let total: u32 = now.values().map(|(_, w)| w).sum();
+        let mine = now.get(release).map_or(0, |(_, w)| *w);
+        if total > 0 && (mine * 100 / total).abs_diff(percent) <= 1 {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{release} never got {percent} % of the weight");
+}
+
+/// The share of the responses `release` served between two counts, in percent, and how many.
+fn served_share(
+    before: &BTreeMap<String, (u64, u32)>,
+    after: &BTreeMap<String, (u64, u32)>,
+    release: &str,
+) -> (f64, u64) {
+    let delta = |r: &str| after.get(r).map_or(0, |a| a.0) - before.get(r).map_or(0, |b| b.0);
+    let total: u64 = after.keys().map(|r| delta(r)).sum();
+    (delta(release) as f64 * 100.0 / total.max(1) as f64, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_canary_gets_its_shares_and_is_promoted_and_a_killed_one_goes_back_to_stable() {
+    let (_serial, v1, v2, env, exporter) = setup("can-good").await;
+    // The first release has nothing to compare with: it goes in at once,
+    // and makes the balancer Prometheus scrapes.
+    canary_table(&env, "http://127.0.0.1:9", 10);
+    let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
+    assert!(ok, "{first} {stderr}");
+    let prometheus = Prometheus::start(exporter).await;
+    env.edit("http://127.0.0.1:9", &prometheus.url);
+    let target = env.target().await;
+    let load = env
+        .load(xtask::targets::Target::public_client(&target).unwrap())
+        .await;
+
+    let child = spawn_deploy(&env, &v2, &[]);
+    let at_10 = wait_for_share(&target, "r2", 10).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (share_10, counted_10) = served_share(&at_10, &counted(&target).await, "r2");
+    let at_50 = wait_for_share(&target, "r2", 50).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (share_50, counted_50) = served_share(&at_50, &counted(&target).await, "r2");
+    let (ok, report, stderr) = finished(child);
+    assert!(ok, "{report} {stderr}");
+    let stats = load.stop().await;
+    assert_eq!(stats.failed, 0, "{:?}", stats.errors);
+    println!("canary served {share_10:.1} % of {counted_10} at 10 %, {share_50:.1} % of {counted_50} at 50 %");
+    assert!(
+        counted_10 >= 100 && counted_50 >= 100,
+        "enough requests to count: {counted_10}, {counted_50}"
+    );
+    assert!(
+        (share_10 - 10.0).abs() <= 3.0,
+        "10 % step served {share_10:.1} %"
+    );
+    assert!(
+        (share_50 - 50.0).abs() <= 5.0,
+        "50 % step served {share_50:.1} %"
+    );
+    assert_eq!(report["release"]["outcome"], "active");
+    // Every measurement is kept with the release: 2 queries at 2 steps.
+    let analysis = report["release"]["analysis"].as_array().unwrap();
+    assert_eq!(analysis.len(), 4, "{analysis:?}");
+    assert!(
+        analysis.iter().all(|m| m["verdict"] == "pass"),
+        "{analysis:?}"
+    );
+    assert_eq!(analysis[0]["step"], 10);
+    assert!(
+        analysis[0]["query"]
+            .as_str()
+            .unwrap()
+            .contains("server=~\"s"),
+        "{analysis:?}"
+    );
+    let (_, history, _) = env.xtask_json(&["history"]);
+    assert_eq!(
+        history.as_array().unwrap().last().unwrap()["analysis"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // kill -9 while the next canary takes 10 %: the next `status` puts all
+    // traffic back on the stable release and removes the canary.
+    let mut child = spawn_deploy(&env, &v1, &[]);
+    wait_for_share(&target, "r3", 10).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (ok, status, stderr) = env.xtask_json(&["status"]);
+    assert!(ok, "{status} {stderr}");
+    let now = counted(&target).await;
+    assert_eq!(now.get("r3").map_or(0, |c| c.1), 0, "{now:?}");
+    assert!(now.get("r2").is_some_and(|c| c.1 > 0), "{now:?}");
+    let (_, history, _) = env.xtask_json(&["history"]);
+    assert_eq!(
+        history.as_array().unwrap().last().unwrap()["outcome"],
+        "failed",
+        "{history}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_with_errors_is_aborted_at_once_and_a_silent_prometheus_never_promotes() {
+    let (_serial, v1, v2, env, exporter) = setup("can-bad").await;
+    // A first step of 5 %: a fifth of those requests failing is 1 % of the
+    // traffic while the step lasts, and the whole run stays under that.
+    canary_table(&env, "http://127.0.0.1:9", 5);
+    assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
+    let mut prometheus = Prometheus::start(exporter).await;
+    env.edit("http://127.0.0.1:9", &prometheus.url);
+    let target = env.target().await;
+    let load = env
+        .load(xtask::targets::Target::public_client(&target).unwrap())
+        .await;
+
+    // 20 % of its real requests fail; its probes pass, so only the analysis can tell.
+    let child = spawn_deploy(
+        &env,
+        &v2,
+        &[
+            "--env",
+            "APP_DEBUG_ROUTES=true",
+            "--env",
+            "APP_ERROR_RATE=0.2",
+        ],
+    );
+    let (ok, report, stderr) = finished(child);
+    assert!(!stderr.is_empty() || !ok);
+    let stats = load.stop().await;
+    assert!(!ok, "{report}");
+    let reason = report["release"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("error-ratio = 0.") && reason.contains("(limit <= 0.05): fail at 5 %"),
+        "{reason}"
+    );
+    let analysis = report["release"]["analysis"].as_array().unwrap();
+    assert!(
+        analysis.iter().all(|m| m["step"] == 5),
+        "aborted at the first step: {analysis:?}"
+    );
+    let value = analysis[0]["value"].as_f64().unwrap();
+    assert!(
+        (0.1..0.3).contains(&value),
+        "the ratio measured is about 0.2: {value}"
+    );
+    // How fast is the bench's to say (`cargo xtask bench deploy`); printed here.
+    let rollback = report["rollback_seconds"].as_f64().unwrap();
+    println!(
+        "stable alone {rollback:.3} s after the failing evaluation; {} of {} requests failed",
+        stats.failed,
+        stats.ok + stats.failed
+    );
+    let total = stats.ok + stats.failed;
+    assert!(
+        stats.failed * 100 < total,
+        "errors under 1 %: {} of {total}",
+        stats.failed
+    );
+    let now = counted(&target).await;
+    assert_eq!(now.get("r2").map_or(0, |c| c.1), 0, "{now:?}");
+    let (_, history, _) = env.xtask_json(&["history"]);
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["outcome"], "failed");
+    assert_eq!(last["analysis"][0]["verdict"], "fail", "{last}");
+    let text = env.xtask(&["history"]);
+    let shown = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        shown.contains("canary analysis of r2") && shown.contains("error-ratio"),
+        "{shown}"
+    );
+
+    // Prometheus gone once the canary has its 10 %: inconclusive, never promoted.
+    let child = spawn_deploy(&env, &v2, &[]);
+    wait_for_share(&target, "r3", 5).await;
+    prometheus.stop();
+    let (ok, report, _) = finished(child);
+    assert!(!ok, "{report}");
+    let analysis = report["release"]["analysis"].as_array().unwrap();
+    assert!(
+        analysis
+            .iter()
+            .any(|m| m["verdict"] == "inconclusive" && !m["dry_run"].as_bool().unwrap()),
+        "{analysis:?}"
+    );
+    assert!(
+        report["release"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("inconclusive"),
+        "{report}"
+    );
+    let now = counted(&target).await;
+    assert_eq!(now.get("r3").map_or(0, |c| c.1), 0, "{now:?}");
+    assert!(now.get("r1").is_some_and(|c| c.1 > 0), "{now:?}");
+}
