@@ -138,14 +138,21 @@ impl DockerTarget {
                 (labels::ENV.to_owned(), self.env_name.clone()),
             ]),
         };
-        HaproxyBalancer::ensure(&self.docker, &settings).await
+        HaproxyBalancer::ensure(&self.docker, &settings)
+            .await
+            .map(|b| b.with_session(self.session.clone()))
+    }
+
+    /// A handle on the scope's balancer (which must exist), on this target's session.
+    pub(super) async fn open_balancer(&self) -> Result<HaproxyBalancer> {
+        Ok(HaproxyBalancer::open(&self.docker, &self.scope)
+            .await?
+            .with_session(self.session.clone()))
     }
 
     /// The running balancer, if there is one.
     pub(super) async fn balancer(&self) -> Option<HaproxyBalancer> {
-        let balancer = HaproxyBalancer::open(&self.docker, &self.scope)
-            .await
-            .ok()?;
+        let balancer = self.open_balancer().await.ok()?;
         let inspect = self
             .docker
             .inspect_container(balancer.container(), None)
@@ -170,7 +177,7 @@ impl DockerTarget {
     /// at weight 0 and `ready`, all in one exec: HAProxy starts checking it
     /// and the gate waits for plain UP before any weight is given.
     pub(super) async fn attach(&self, release: &str) -> Result<()> {
-        let balancer = HaproxyBalancer::open(&self.docker, &self.scope).await?;
+        let balancer = self.open_balancer().await?;
         let rows = balancer.servers().await?;
         let mut free = rows
             .iter()

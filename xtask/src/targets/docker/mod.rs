@@ -75,6 +75,9 @@ pub struct DockerTarget {
     runtime_dir: PathBuf,
     public_url: String,
     ledger: Ledger<records::VolumeStore>,
+    /// The balancer's runtime-API session, shared by every handle this
+    /// target opens (see `haproxy::session`).
+    session: haproxy::session::Shared,
 }
 
 impl DockerTarget {
@@ -103,6 +106,7 @@ impl DockerTarget {
             health: env.file.health.clone(),
             app_port: env.file.app.port,
             public_url: env.public_url(),
+            session: Default::default(),
         };
         target.adopt_served_pem().await?;
         Ok(target)

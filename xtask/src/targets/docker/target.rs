@@ -11,7 +11,7 @@ use super::{
 use crate::{
     deploy::release::Release,
     gate::{Gate, ProbeResult},
-    haproxy::{self, AdminState, Command, HaproxyBalancer, ServerStatus},
+    haproxy::{self, AdminState, Command, ServerStatus},
     progress::Step,
     targets::{Caps, Check, InstanceState, InstanceView, Observation, Seen, Split, Target},
 };
@@ -133,7 +133,7 @@ impl Target for DockerTarget {
     }
 
     async fn shift(&self, split: &Split) -> Result<()> {
-        let balancer = HaproxyBalancer::open(&self.docker, &self.scope).await?;
+        let balancer = self.open_balancer().await?;
         let rows = balancer.servers().await?;
         let instances = self.running().await?;
         let (commands, _) = shift_commands(split, &rows, &instances)?;
@@ -265,7 +265,7 @@ impl Target for DockerTarget {
         }
         let stopped = join_all(all.iter().map(|i| self.stop_instance(i))).await;
         stopped.into_iter().collect::<Result<()>>()?;
-        match HaproxyBalancer::open(&self.docker, &self.scope).await {
+        match self.open_balancer().await {
             Ok(balancer) => balancer.stop().await,
             Err(_) => Ok(()),
         }
