@@ -151,6 +151,15 @@ impl HaproxyBalancer {
     /// error: applying it means a new container, which cuts connections, so
     /// the caller decides (`remove` then `ensure`).
     pub async fn ensure(docker: &Docker, settings: &Settings) -> Result<HaproxyBalancer> {
+        HaproxyBalancer::ensure_with(docker, settings, None).await
+    }
+
+    /// `ensure` whose handle, readiness wait included, is on `session`.
+    pub async fn ensure_with(
+        docker: &Docker,
+        settings: &Settings,
+        session: Option<session::Shared>,
+    ) -> Result<HaproxyBalancer> {
         let rendered = config::render(&settings.haproxy)?;
         let fingerprint = format!(
             "{:016x}",
@@ -163,7 +172,7 @@ impl HaproxyBalancer {
         let balancer = HaproxyBalancer {
             docker: docker.clone(),
             container: name.clone(),
-            session: None,
+            session,
         };
         match docker.inspect_container(&name, None).await {
             Ok(inspect) => {

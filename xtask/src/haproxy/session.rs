@@ -221,6 +221,11 @@ pub enum Slot {
 
 pub type Shared = Arc<tokio::sync::Mutex<Slot>>;
 
+/// Whether lines go over an open session now (cheap enough to poll with).
+pub async fn is_open(shared: &Shared) -> bool {
+    matches!(*shared.lock().await, Slot::Open(_))
+}
+
 /// What `exec_raw` does with a line: its answer from the session, or
 /// `None` to send it by a one-shot exec (no session to be had, or it broke).
 pub async fn send(

@@ -97,6 +97,17 @@ pub(super) fn shift_commands(
     Ok((commands, weights))
 }
 
+/// Whether HAProxy has yet to decide on one of `ours` that runs and has a
+/// slot: its row is neither plain UP nor a DOWN with its evidence (UP 1/2
+/// before the first check, DOWN 1/2 coming back, a check under way).
+pub(super) fn undecided(ours: &[(Instance, InstanceState)], rows: &[ServerStat]) -> bool {
+    ours.iter().any(|(instance, state)| {
+        *state == (InstanceState::Running { restarts: 0 })
+            && slot_of(rows, instance.addr)
+                .is_some_and(|row| matches!(check_of(row), Check::Reported { ready: false }))
+    })
+}
+
 /// The slot serving `addr`: not in MAINT (a free slot keeps its last address).
 pub(super) fn slot_of(rows: &[ServerStat], addr: Option<SocketAddr>) -> Option<&ServerStat> {
     let addr = addr?.to_string();
@@ -138,9 +149,7 @@ impl DockerTarget {
                 (labels::ENV.to_owned(), self.env_name.clone()),
             ]),
         };
-        HaproxyBalancer::ensure(&self.docker, &settings)
-            .await
-            .map(|b| b.with_session(self.session.clone()))
+        HaproxyBalancer::ensure_with(&self.docker, &settings, Some(self.session.clone())).await
     }
 
     /// A handle on the scope's balancer (which must exist), on this target's session.
@@ -267,6 +276,34 @@ mod tests {
             check_of(&running),
             Check::Reported { ready: false }
         ));
+    }
+
+    #[test]
+    fn only_a_row_haproxy_has_not_decided_on_is_worth_waiting_for() {
+        let instance = Instance {
+            id: "c1".into(),
+            name: "i1".into(),
+            release: "r1".into(),
+            color: String::new(),
+            addr: Some("172.20.0.3:9000".parse().unwrap()),
+        };
+        let running = [(instance.clone(), InstanceState::Running { restarts: 0 })];
+        let fresh = row(ServerStatus::GoingDown("1/2".into()), "L7OK", Some(200));
+        assert!(undecided(&running, std::slice::from_ref(&fresh)));
+        let coming_back = row(ServerStatus::GoingUp("1/2".into()), "L7OK", Some(200));
+        assert!(undecided(&running, &[coming_back]));
+        assert!(!undecided(
+            &running,
+            &[row(ServerStatus::Up, "L7OK", Some(200))]
+        ));
+        assert!(!undecided(
+            &running,
+            &[row(ServerStatus::Down, "L7STS", Some(503))]
+        ));
+        // No slot, or an instance that exited: polling the stats changes nothing.
+        assert!(!undecided(&running, &[]));
+        let exited = [(instance, InstanceState::Exited { code: 1 })];
+        assert!(!undecided(&exited, &[fresh]));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The `Target` implementation of the Docker engine.
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use futures_util::future::join_all;
 
 use super::{
-    balancer::{check_of, shift_commands, slot_of},
+    balancer::{check_of, shift_commands, slot_of, undecided},
     prune_images, repair, traffic, DockerTarget, Instance, Pruned,
 };
 use crate::{
@@ -15,6 +18,9 @@ use crate::{
     progress::Step,
     targets::{Caps, Check, InstanceState, InstanceView, Observation, Seen, Split, Target},
 };
+
+/// How often `observe` reads the stats while HAProxy decides on a new instance.
+const SETTLE_POLL: Duration = Duration::from_millis(15);
 
 impl Target for DockerTarget {
     fn caps(&self) -> Caps {
@@ -95,7 +101,26 @@ impl Target for DockerTarget {
             .into_iter()
             .filter(|(i, _)| i.release == release.id)
             .collect();
-        let rows = self.slots().await?;
+        let balancer = self.balancer().await;
+        let mut rows = match &balancer {
+            Some(balancer) => balancer.servers().await?,
+            None => Vec::new(),
+        };
+        // The gate looks again only an interval after this: while HAProxy
+        // has yet to decide on one of ours, read its stats again (a few ms
+        // on the session) until it has, for at most one check interval, so
+        // a batch is seen UP as soon as HAProxy has its check.
+        if let Some(balancer) = &balancer {
+            let inter = self.haproxy_settings().check_interval_ms;
+            let until = Instant::now() + Duration::from_millis(inter.into());
+            while undecided(&ours, &rows)
+                && Instant::now() < until
+                && haproxy::session::is_open(&self.session).await
+            {
+                tokio::time::sleep(SETTLE_POLL).await;
+                rows = balancer.servers().await?;
+            }
+        }
         Ok(Observation {
             instances: ours
                 .into_iter()
