@@ -18,7 +18,7 @@ use crate::{
     gate::{Failure, Gate},
     progress::Step,
     strategy,
-    targets::Target,
+    targets::{Split, Target},
 };
 
 /// What to deploy: a new image, or an earlier release restored.
@@ -196,6 +196,12 @@ async fn locked(
         }
         Err(failure) => {
             step.finish("FAILED");
+            // Traffic first: the previous release serves alone before logs
+            // are read and the failed instances stop, and the rollback
+            // clock stops there; `undo` does the rest (a no-op shift then).
+            let back = traffic_back(target, previous.as_ref())
+                .await
+                .then(|| failure.at.elapsed().as_secs_f64());
             let logs = Some(target.logs(&release, failure.instance.as_deref(), 20).await)
                 .filter(|l| !l.trim().is_empty());
             eprintln!(
@@ -205,7 +211,7 @@ async fn locked(
             let undo_step = Step::start("automatic rollback", options.quiet);
             let undone = target.undo(previous.as_ref(), &gate, &undo_step).await;
             undo_step.finish(if undone.is_ok() { "done" } else { "FAILED" });
-            let rollback_seconds = Some(failure.at.elapsed().as_secs_f64());
+            let rollback_seconds = back.or_else(|| Some(failure.at.elapsed().as_secs_f64()));
             run.failed(
                 &mut history,
                 &failure.reason,
@@ -229,6 +235,21 @@ async fn locked(
         }
     }
     Ok(report)
+}
+
+/// All traffic back on `previous` in one balancer step, when the target
+/// moves traffic itself and `previous` still runs; true when it serves
+/// alone now (a failed release that never took traffic leaves nothing to
+/// shift). Anything else is `undo`'s to converge, and stops no clock.
+async fn traffic_back(target: &impl Target, previous: Option<&Release>) -> bool {
+    let Some(previous) = previous.filter(|_| !target.caps().native_rollout) else {
+        return false;
+    };
+    match target.split().await {
+        Ok(split) if split.share(&previous.id) == 100 => true,
+        Ok(_) => target.shift(&Split::all(&previous.id)).await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// The verification window on the public URL, where the target has one.

@@ -7,7 +7,10 @@
 //!
 //! The runtime API is reached by `docker exec balancer-ctl '<commands>'`
 //! (one exec per batch of `;`-joined commands), so it works over any Docker
-//! transport and the admin socket never leaves the container.
+//! transport and the admin socket never leaves the container. A handle given
+//! a session (`with_session`) sends its lines over one attached `docker exec
+//! balancer-ctl --session` instead, and falls back to one exec per line when
+//! the session cannot be had (see `session`).
 //!
 //! # State right after `set server ... state ready`
 //! Measured on HAProxy 2.6.12 (`tests/haproxy/checks.rs`,
@@ -33,6 +36,7 @@ pub mod config;
 pub mod engine;
 pub mod image;
 pub mod runtime;
+pub mod session;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
@@ -114,6 +118,7 @@ impl ServerSpec {
 pub struct HaproxyBalancer {
     docker: Docker,
     container: String,
+    session: Option<session::Shared>,
 }
 
 /// The config without comments and blank lines: a new comment in the
@@ -146,6 +151,15 @@ impl HaproxyBalancer {
     /// error: applying it means a new container, which cuts connections, so
     /// the caller decides (`remove` then `ensure`).
     pub async fn ensure(docker: &Docker, settings: &Settings) -> Result<HaproxyBalancer> {
+        HaproxyBalancer::ensure_with(docker, settings, None).await
+    }
+
+    /// `ensure` whose handle, readiness wait included, is on `session`.
+    pub async fn ensure_with(
+        docker: &Docker,
+        settings: &Settings,
+        session: Option<session::Shared>,
+    ) -> Result<HaproxyBalancer> {
         let rendered = config::render(&settings.haproxy)?;
         let fingerprint = format!(
             "{:016x}",
@@ -158,6 +172,7 @@ impl HaproxyBalancer {
         let balancer = HaproxyBalancer {
             docker: docker.clone(),
             container: name.clone(),
+            session,
         };
         match docker.inspect_container(&name, None).await {
             Ok(inspect) => {
@@ -275,7 +290,15 @@ impl HaproxyBalancer {
         Ok(HaproxyBalancer {
             docker: docker.clone(),
             container: name,
+            session: None,
         })
+    }
+
+    /// This handle sends its command lines over `shared` (opened at the
+    /// first line, shared with every handle given the same one).
+    pub fn with_session(mut self, shared: session::Shared) -> HaproxyBalancer {
+        self.session = Some(shared);
+        self
     }
 
     pub fn container(&self) -> &str {
@@ -305,6 +328,11 @@ impl HaproxyBalancer {
 
     /// Sends one `;`-joined command line; the answer as HAProxy wrote it.
     pub async fn exec_raw(&self, line: &str) -> Result<String> {
+        if let Some(shared) = &self.session {
+            if let Some(answer) = session::send(shared, &self.docker, &self.container, line).await {
+                return answer;
+            }
+        }
         let output =
             engine::exec(&self.docker, &self.container, &[image::CTL_IN_IMAGE, line]).await?;
         if output.exit_code != Some(0) {

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{shift_commands, slot_of, DockerTarget};
+use super::{
+    balancer::{shift_commands, slot_of},
+    DockerTarget,
+};
 use crate::{
     deploy::{lock::LockStore, records::HistoryStore},
     haproxy::runtime::ServerStatus,

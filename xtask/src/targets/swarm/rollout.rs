@@ -20,7 +20,7 @@ use super::{
 use crate::{
     deploy::release::Release,
     gate::Gate,
-    haproxy::{AdminState, Command, HaproxyBalancer},
+    haproxy::{AdminState, Command},
     progress::Step,
     targets::{docker::check_of, Check, InstanceState, Observation, Seen, Split, Verdict},
 };
@@ -382,10 +382,7 @@ impl SwarmTarget {
                         .map(|slot| Command::set_state(slot, AdminState::Maint))
                         .collect();
                     if !out.is_empty() {
-                        HaproxyBalancer::open(self.docker(), self.scope())
-                            .await?
-                            .exec(&out)
-                            .await?;
+                        self.front.open_balancer().await?.exec(&out).await?;
                     }
                     self.scale(&service, 0).await?;
                 }

@@ -163,7 +163,7 @@ impl SwarmTarget {
         if commands.is_empty() {
             return Ok(());
         }
-        let balancer = crate::haproxy::HaproxyBalancer::open(&self.docker, &self.scope).await?;
+        let balancer = self.front.open_balancer().await?;
         balancer.exec(&commands).await.map(drop)
     }
 
