@@ -111,9 +111,9 @@ async fn setup(
     (serial, v1, v2, env, exporter)
 }
 
-fn canary_table(env: &TestEnv, prometheus: &str, first_step: u8) {
+fn canary_table(env: &TestEnv, prometheus: &str, first_step: u8, pause: f64) {
     env.append(&format!(
-        "[canary]\nsteps = [{first_step}, 50, 100]\npause_seconds = 1\nprometheus_url = \"{prometheus}\"\n\
+        "[canary]\nsteps = [{first_step}, 50, 100]\npause_seconds = {pause}\nprometheus_url = \"{prometheus}\"\n\
          [[canary.analysis]]\nname = \"error-ratio\"\nquery = '{ERROR_RATIO}'\nmax = 0.05\n\
          [[canary.analysis]]\nname = \"requests\"\nquery = 'sum(rate(haproxy_server_http_responses_total{{proxy=\"app\",server=~\"{{{{canary}}}}\"}}[2s]))'\nmin = 1\ndry_run = true\n"
     ));
@@ -188,6 +188,33 @@ async fn wait_for_share(
     panic!("{release} never got {percent} % of the weight");
 }
 
+type Counts = BTreeMap<String, (u64, u32)>;
+
+/// While `deploy` runs: for each weight share `release` held, the first and
+/// the last count taken at that share. Shares only rise during a canary, so
+/// everything between two counts at one share was served at that share.
+async fn held_steps(
+    target: &DockerTarget,
+    release: &str,
+    deploy: &mut Child,
+) -> BTreeMap<u32, (Counts, Counts)> {
+    let mut steps: BTreeMap<u32, (Counts, Counts)> = BTreeMap::new();
+    while deploy.try_wait().unwrap().is_none() {
+        let now = counted(target).await;
+        let total: u32 = now.values().map(|(_, w)| w).sum();
+        let mine = now.get(release).map_or(0, |(_, w)| *w);
+        if total > 0 && mine > 0 {
+            let share = ((mine * 100 + total / 2) / total).clamp(1, 100);
+            steps
+                .entry(share)
+                .and_modify(|(_, last)| *last = now.clone())
+                .or_insert_with(|| (now.clone(), now));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    steps
+}
+
 /// The share of the responses `release` served between two counts, in percent, and how many.
 fn served_share(
     before: &BTreeMap<String, (u64, u32)>,
@@ -204,7 +231,7 @@ async fn a_good_canary_gets_its_shares_and_is_promoted_and_a_killed_one_goes_bac
     let (_serial, v1, v2, env, exporter) = setup("can-good").await;
     // The first release has nothing to compare with: it goes in at once,
     // and makes the balancer Prometheus scrapes.
-    canary_table(&env, "http://127.0.0.1:9", 10);
+    canary_table(&env, "http://127.0.0.1:9", 10, 2.0);
     let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
     assert!(ok, "{first} {stderr}");
     let prometheus = Prometheus::start(exporter).await;
@@ -214,13 +241,14 @@ async fn a_good_canary_gets_its_shares_and_is_promoted_and_a_killed_one_goes_bac
         .load(xtask::targets::Target::public_client(&target).unwrap())
         .await;
 
-    let child = spawn_deploy(&env, &v2, &[]);
-    let at_10 = wait_for_share(&target, "r2", 10).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (share_10, counted_10) = served_share(&at_10, &counted(&target).await, "r2");
-    let at_50 = wait_for_share(&target, "r2", 50).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (share_50, counted_50) = served_share(&at_50, &counted(&target).await, "r2");
+    let mut child = spawn_deploy(&env, &v2, &[]);
+    let steps = held_steps(&target, "r2", &mut child).await;
+    let (share_10, counted_10) = steps
+        .get(&10)
+        .map_or((0.0, 0), |(a, b)| served_share(a, b, "r2"));
+    let (share_50, counted_50) = steps
+        .get(&50)
+        .map_or((0.0, 0), |(a, b)| served_share(a, b, "r2"));
     let (ok, report, stderr) = finished(child);
     assert!(ok, "{report} {stderr}");
     let stats = load.stop().await;
@@ -287,7 +315,7 @@ async fn a_canary_with_errors_is_aborted_at_once_and_a_silent_prometheus_never_p
     let (_serial, v1, v2, env, exporter) = setup("can-bad").await;
     // A first step of 5 %: a fifth of those requests failing is 1 % of the
     // traffic while the step lasts, and the whole run stays under that.
-    canary_table(&env, "http://127.0.0.1:9", 5);
+    canary_table(&env, "http://127.0.0.1:9", 5, 1.0);
     assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
     let mut prometheus = Prometheus::start(exporter).await;
     env.edit("http://127.0.0.1:9", &prometheus.url);

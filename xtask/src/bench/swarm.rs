@@ -218,6 +218,7 @@ async fn peer(docker: &Docker, docker_host: &str, v1: &str, v2: &str) -> Result<
             http_port: super::free_port()?,
             api_rate: 1_000_000,
             metrics_port: None,
+            publish_address: None,
         },
     );
     let figures = async {

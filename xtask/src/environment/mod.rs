@@ -209,6 +209,16 @@ pub struct BalancerConfig {
     pub api_rate: u32,
     /// Docker target: the balancer's Prometheus exporter on 127.0.0.1 (none: a port the engine picks).
     pub metrics_port: Option<u16>,
+    /// The address the balancer's ports are published on, on its host, and
+    /// the public URL's host (default 127.0.0.1: used from that host only).
+    /// A remote host's balancer needs that host's address.
+    pub publish_address: Option<std::net::IpAddr>,
+}
+
+impl BalancerConfig {
+    pub fn publish_address(&self) -> std::net::IpAddr {
+        self.publish_address.unwrap_or([127, 0, 0, 1].into())
+    }
 }
 
 fn default_api_rate() -> u32 {

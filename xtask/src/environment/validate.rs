@@ -322,7 +322,10 @@ impl Environment {
 
     pub fn public_url(&self) -> String {
         match &self.file.balancer {
-            Some(b) => format!("https://127.0.0.1:{}", b.https_port),
+            Some(b) => match b.publish_address() {
+                std::net::IpAddr::V6(a) => format!("https://[{a}]:{}", b.https_port),
+                a => format!("https://{a}:{}", b.https_port),
+            },
             None => match &self.file.target {
                 TargetConfig::Kubernetes(k) => k.public_url.clone().unwrap_or_default(),
                 _ => String::new(),

@@ -67,7 +67,10 @@ pub struct Settings {
     pub image: String,
     /// User-defined bridge network shared with the instances.
     pub network: String,
-    /// Host ports, published on 127.0.0.1 only.
+    /// Where the host ports are published: 127.0.0.1 for a balancer used
+    /// from its own host, the host's address when clients come from elsewhere.
+    pub publish_address: IpAddr,
+    /// Host ports.
     pub https_port: u16,
     pub http_port: u16,
     /// 0: a free port the engine picks (see `published_port`).
@@ -83,9 +86,21 @@ pub struct Settings {
 /// PEM (HAProxy's `crt` wants both in one file); also returns the certificate
 /// alone, for clients to trust. Made fresh each time, never committed.
 pub fn dev_pem() -> Result<(String, Vec<u8>)> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .context("generating a development TLS certificate")?;
+    dev_pem_for(&[])
+}
+
+/// `dev_pem`, also valid for `more` names or addresses (a balancer published
+/// on a host's address is reached by that address).
+pub fn dev_pem_for(more: &[String]) -> Result<(String, Vec<u8>)> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    names.extend(
+        more.iter()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let certified = rcgen::generate_simple_self_signed(names)
+        .context("generating a development TLS certificate")?;
     let cert = certified.cert.pem();
     let pem = format!("{cert}{}", certified.signing_key.serialize_pem());
     Ok((cert, pem.into_bytes()))
@@ -202,7 +217,7 @@ impl HaproxyBalancer {
         labels.insert(CONFIG_LABEL.into(), fingerprint);
         let publish = |port: u16| {
             Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
+                host_ip: Some(settings.publish_address.to_string()),
                 host_port: Some(if port == 0 {
                     String::new()
                 } else {

@@ -81,10 +81,13 @@ async fn never_ready_crashing_and_flapping_releases_roll_back_and_are_recorded_f
     let flapped: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!out.status.success(), "{flapped}");
     let reason = flapped["release"]["reason"].as_str().unwrap();
-    // Swarm's report of the kill ("exit code 137") or our gate's failed
-    // probes of that very task may come first; either names the killed task.
+    // Swarm's report of the kill ("exit code 137"), our gate's sight of the
+    // exit ("exited with code 137") or its failed checks of that very task
+    // may come first; each names the kill or the killed task.
     assert!(
-        reason.contains("exit code 137") || reason.contains(&killed),
+        reason.contains("exit code 137")
+            || reason.contains("exited with code 137")
+            || reason.contains(&killed),
         "{reason} (killed task {killed})"
     );
     assert_eq!(running(&target).await, all("blue", "r1"));

@@ -142,6 +142,7 @@ impl DockerTarget {
             https_port: self.balancer_config.https_port,
             http_port: self.balancer_config.http_port,
             exporter_port: self.balancer_config.metrics_port.unwrap_or(0),
+            publish_address: self.balancer_config.publish_address(),
             haproxy: self.haproxy_settings(),
             pem: self.pem()?,
             labels: HashMap::from([

@@ -42,7 +42,7 @@ impl DockerTarget {
         if let (Ok(pem), true) = (std::fs::read(&pem_path), self.cert_path().is_file()) {
             return Ok(pem);
         }
-        let (_, pem) = haproxy::dev_pem()?;
+        let (_, pem) = haproxy::dev_pem_for(&[self.balancer_config.publish_address().to_string()])?;
         self.store_pem(&pem)?;
         Ok(pem)
     }
