@@ -34,6 +34,34 @@ async fn setup(
     )
 }
 
+/// A secret passed with --env is refused before any engine is reached
+/// (DOCKER_HOST names none here), and its value is not printed back.
+#[test]
+fn a_secret_passed_with_env_is_refused_before_anything_runs() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "deploy",
+            "--image",
+            "xtask-test-app:never",
+            "--env",
+            "DB_PASS=hunter2-e2e",
+        ])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--env DB_PASS=…: DB_PASS looks like a secret")
+            && stderr.contains("[app.secrets]"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2-e2e")
+            && !String::from_utf8_lossy(&out.stdout).contains("hunter2-e2e")
+    );
+}
+
 async fn load_against(env: &TestEnv) -> Load {
     env.load(env.target().await.public_client().unwrap()).await
 }

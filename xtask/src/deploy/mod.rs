@@ -11,6 +11,7 @@ use serde::Serialize;
 pub mod lock;
 pub mod records;
 pub mod release;
+pub mod sensitive;
 
 use self::release::{History, Release};
 use crate::{
@@ -367,6 +368,7 @@ pub fn draft_release(
             {
                 bail!("--env {key}=…: {key} is set by the deploy engine");
             }
+            sensitive::refuse(env, &overrides)?;
             let mut vars = base.env.clone();
             vars.extend(overrides);
             Ok(Release {
