@@ -1,8 +1,10 @@
 //! Checks of the service's dependencies: PostgreSQL (required: the service
 //! cannot answer without it) and Redis (a cache: down means degraded, not
-//! unready). Each check opens a fresh connection, so a probe sees the
-//! dependency as a new client would.
-use std::{str::FromStr, time::Duration};
+//! unready). PostgreSQL keeps one connection between checks: a probe every
+//! 100 ms from each balancer must not cost the database a new session (a
+//! fork, authentication) each time. A broken or stuck one is dropped and
+//! the check connects again at once, so a restarted database is seen as up.
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio::time::{timeout, Instant};
@@ -26,9 +28,18 @@ pub fn parse_redis_url(url: &str) -> Result<redis::Client, String> {
         .map_err(|_| "not a valid redis:// URL (redis://[:PASSWORD@]HOST:PORT[/DB])".to_owned())
 }
 
+/// The name the checks' connection carries in `pg_stat_activity`, unless
+/// DATABASE_URL names one.
+pub const PG_APPLICATION_NAME: &str = "app-readiness";
+
 #[derive(Clone)]
 enum Probe {
-    Postgres(tokio_postgres::Config),
+    Postgres {
+        config: tokio_postgres::Config,
+        /// The connection kept between checks; taken out while in use, so a
+        /// check cut off by its timeout leaves none behind.
+        client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+    },
     Redis(redis::Client),
 }
 
@@ -59,11 +70,17 @@ impl Dependency {
     pub fn from_config(config: &crate::config::Config) -> Vec<Dependency> {
         let mut deps = Vec::new();
         if let Some(url) = &config.database_url {
-            let pg = parse_postgres_url(url).expect("validated at start");
+            let mut pg = parse_postgres_url(url).expect("validated at start");
+            if pg.get_application_name().is_none() {
+                pg.application_name(PG_APPLICATION_NAME);
+            }
             deps.push(Dependency {
                 name: "postgres",
                 required: true,
-                probe: Probe::Postgres(pg),
+                probe: Probe::Postgres {
+                    config: pg,
+                    client: Default::default(),
+                },
             });
         }
         if let Some(url) = &config.redis_url {
@@ -93,20 +110,25 @@ impl Dependency {
 
     async fn round_trip(&self) -> Result<(), String> {
         match &self.probe {
-            Probe::Postgres(config) => {
-                let (client, connection) = config
+            Probe::Postgres { config, client } => {
+                let mut kept = client.lock().await;
+                if let Some(open) = kept.take().filter(|c| !c.is_closed()) {
+                    if open.simple_query("SELECT 1").await.is_ok() {
+                        *kept = Some(open);
+                        return Ok(());
+                    }
+                }
+                let (open, connection) = config
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(|e| format!("connect: {}", describe_pg(&e)))?;
-                let driver = tokio::spawn(connection);
-                let result = client
-                    .simple_query("SELECT 1")
+                // Ends by itself when the client is dropped.
+                tokio::spawn(connection);
+                open.simple_query("SELECT 1")
                     .await
-                    .map(|_| ())
-                    .map_err(|e| describe_pg(&e));
-                drop(client);
-                driver.abort();
-                result
+                    .map_err(|e| describe_pg(&e))?;
+                *kept = Some(open);
+                Ok(())
             }
             Probe::Redis(client) => {
                 let mut conn = client

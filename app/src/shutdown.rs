@@ -2,7 +2,7 @@
 //! SIGTERM -> `/ready` answers 503 at once -> keep serving for the drain
 //! window while balancers take the instance out -> stop accepting -> let
 //! in-flight requests finish (bounded) -> exit 0.
-use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path};
+use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -89,23 +89,65 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves until `stop` turns true, then finishes in-flight requests.
+/// How long a client may take to send a request's headers (and how long a
+/// kept-alive connection may sit idle): a client that trickles its headers
+/// byte by byte (slowloris) is cut off instead of holding a connection and
+/// its task for ever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1 until `stop` turns true, then finishes in-flight requests.
+/// `axum::serve` sets no header read timeout (hyper has no timer there), so
+/// connections are served here, with one.
 async fn serve_until<L>(
-    listener: L,
+    mut listener: L,
     app: Router,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     what: &'static str,
 ) -> Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
-        .await
-        .with_context(|| format!("serving HTTP on {what}"))
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt;
+    // Each connection holds a receiver; all dropped means all finished.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut stopping = stop.clone();
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = async { let _ = stopping.wait_for(|stop| *stop).await; } => break,
+        };
+        let service = TowerToHyperService::new(app.clone().map_request(
+            |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+        ));
+        let mut stop = stop.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    open_tx.closed().await;
+    tracing::debug!(on = what, "every connection finished");
+    Ok(())
 }
 
 async fn termination_signal() -> &'static str {

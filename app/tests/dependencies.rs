@@ -83,3 +83,43 @@ async fn never_ready_while_the_required_database_is_unreachable() {
         "the password leaked: {detail}"
     );
 }
+
+/// Readiness probes come every 100 ms from each balancer: they share one
+/// PostgreSQL connection rather than open a session each, and after a
+/// database restart the next probe connects again.
+#[tokio::test]
+async fn readiness_probes_share_one_database_connection() {
+    let mut postgres = Postgres::start();
+    let app = App::start(&[("DATABASE_URL", &postgres.url())]);
+    support::wait_until(&app.url("/ready"), 200).await;
+    let backends = |url: String| async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&"app-readiness"],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<i32>>()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        assert_eq!(get(&app, "/ready").await.0, 200);
+        assert_eq!(get(&app, "/health/detailed").await.0, 200);
+        seen.push(backends(postgres.url()).await);
+    }
+    assert!(
+        seen.iter().all(|pids| pids.len() == 1 && *pids == seen[0]),
+        "one kept connection, the same one each time: {seen:?}"
+    );
+
+    postgres.restart();
+    support::wait_until(&app.url("/ready"), 200).await;
+    assert_eq!(backends(postgres.url()).await.len(), 1);
+}

@@ -223,3 +223,54 @@ fn serves_the_same_routes_on_a_unix_socket_reachable_by_any_user() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// A client that trickles its request headers a byte at a time (slowloris)
+/// is cut off after the header read timeout (10 s), and the app keeps
+/// answering everyone else meanwhile.
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = App::start(&[]);
+    support::wait_until(&app.url("/health"), 200).await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed = async {
+        let mut buf = [0u8; 256];
+        loop {
+            tokio::select! {
+                read = slow.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // a 408 or similar before the close
+                },
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if slow.write_all(b"X").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let others = async {
+        let answer = reqwest::get(app.url("/health")).await.unwrap();
+        assert_eq!(answer.status(), 200, "others are served meanwhile");
+    };
+    let ((), ()) = tokio::join!(
+        async {
+            tokio::time::timeout(Duration::from_secs(20), closed)
+                .await
+                .expect("the trickling connection was still open after 20s");
+        },
+        others
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "cut off after {took:?}"
+    );
+}

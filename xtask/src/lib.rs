@@ -14,6 +14,7 @@ pub mod lab;
 pub mod lint;
 pub mod load;
 pub mod nginx;
+pub mod private_dir;
 pub mod progress;
 pub mod registry;
 pub mod report;

@@ -69,28 +69,31 @@ pub fn registry_of(image: &str) -> Option<&str> {
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
+/// `host[:port]` as written in a registry setting or an image reference,
+/// for comparing two of them.
+fn host_of(registry: &str) -> String {
+    registry
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
+}
+
+/// Credentials for `registry`: REGISTRY_USERNAME/REGISTRY_PASSWORD only when
+/// it is the registry they are for (XTASK_REGISTRY, or the engine's own), so
+/// an image naming some other registry never receives them; then the
+/// engine's registry credentials; then the Docker config's entry for it.
 pub fn credentials_for(
     registry: &str,
     engine: Option<&engine::EngineState>,
 ) -> Result<Option<Credentials>> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (env("REGISTRY_USERNAME"), env("REGISTRY_PASSWORD")) {
-        (Some(user), Some(password)) => {
-            return Ok(Some(Credentials::new(
-                &user,
-                &password,
-                "REGISTRY_USERNAME/REGISTRY_PASSWORD",
-            )))
-        }
-        (Some(_), None) => {
-            bail!("REGISTRY_USERNAME is set but REGISTRY_PASSWORD is not: set both, or neither")
-        }
-        (None, Some(_)) => {
-            bail!("REGISTRY_PASSWORD is set but REGISTRY_USERNAME is not: set both, or neither")
-        }
-        (None, None) => {}
+    let engine_registry = engine.map(|e| e.registry.address.as_str());
+    if let Some(c) = from_environment(registry, engine_registry, &env)? {
+        return Ok(Some(c));
     }
-    if let Some(state) = engine.filter(|e| e.registry.address == registry) {
+    if let Some(state) = engine.filter(|e| host_of(&e.registry.address) == host_of(registry)) {
         let c = state.registry_credentials()?;
         return Ok(Some(Credentials::new(
             &c.username,
@@ -99,6 +102,48 @@ pub fn credentials_for(
         )));
     }
     from_docker_config(registry)
+}
+
+/// REGISTRY_USERNAME/REGISTRY_PASSWORD, when `registry` is the one they are
+/// for: the one XTASK_REGISTRY names, or the engine's own registry.
+fn from_environment(
+    registry: &str,
+    engine_registry: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Credentials>> {
+    let (user, password) = match (env("REGISTRY_USERNAME"), env("REGISTRY_PASSWORD")) {
+        (Some(user), Some(password)) => (user, password),
+        (Some(_), None) => {
+            bail!("REGISTRY_USERNAME is set but REGISTRY_PASSWORD is not: set both, or neither")
+        }
+        (None, Some(_)) => {
+            bail!("REGISTRY_PASSWORD is set but REGISTRY_USERNAME is not: set both, or neither")
+        }
+        (None, None) => return Ok(None),
+    };
+    let named = env("XTASK_REGISTRY");
+    let meant = named
+        .as_deref()
+        .into_iter()
+        .chain(engine_registry)
+        .any(|r| host_of(r) == host_of(registry));
+    if !meant {
+        eprintln!(
+            "note: REGISTRY_USERNAME/REGISTRY_PASSWORD are sent only to {}, not to {registry}; using the Docker config's credentials for it, if any",
+            match (&named, engine_registry) {
+                (Some(n), Some(e)) => format!("XTASK_REGISTRY ({n}) and the engine's registry ({e})"),
+                (Some(n), None) => format!("XTASK_REGISTRY ({n})"),
+                (None, Some(e)) => format!("the engine's registry ({e}); set XTASK_REGISTRY to name another"),
+                (None, None) => "the registry XTASK_REGISTRY names, and it is not set".to_owned(),
+            }
+        );
+        return Ok(None);
+    }
+    Ok(Some(Credentials::new(
+        &user,
+        &password,
+        "REGISTRY_USERNAME/REGISTRY_PASSWORD",
+    )))
 }
 
 fn docker_config_path() -> Option<PathBuf> {
@@ -299,4 +344,57 @@ fn explain(message: &str, target: &str, credentials: Option<&Credentials>) -> an
         text.push_str(&format!("\nthe registry refused the credentials ({source}): check REGISTRY_USERNAME/REGISTRY_PASSWORD or `docker login`"));
     }
     anyhow::anyhow!(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    const USER: (&str, &str) = ("REGISTRY_USERNAME", "ci");
+    const PASSWORD: (&str, &str) = ("REGISTRY_PASSWORD", "pw");
+
+    #[test]
+    fn environment_credentials_go_only_to_xtask_registry_or_the_engines_registry() {
+        let env = vars(&[USER, PASSWORD, ("XTASK_REGISTRY", "registry.example.com")]);
+        let given = |registry: &str, engine: Option<&str>| {
+            from_environment(registry, engine, &env)
+                .unwrap()
+                .map(|c| c.username)
+        };
+        assert_eq!(given("registry.example.com", None).as_deref(), Some("ci"));
+        assert_eq!(
+            given("https://Registry.example.com/", None).as_deref(),
+            Some("ci")
+        );
+        assert_eq!(
+            given("127.0.0.1:5000", Some("127.0.0.1:5000")).as_deref(),
+            Some("ci")
+        );
+        // An image naming another registry gets nothing from the environment.
+        assert_eq!(given("evil.example.net", None), None);
+        assert_eq!(given("evil.example.net", Some("127.0.0.1:5000")), None);
+        let without = vars(&[USER, PASSWORD]);
+        assert!(from_environment("registry.example.com", None, &without)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn half_given_environment_credentials_name_the_missing_variable() {
+        let err = from_environment("r.example", None, &vars(&[USER]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("REGISTRY_PASSWORD is not"), "{err}");
+        assert!(from_environment("r.example", None, &vars(&[]))
+            .unwrap()
+            .is_none());
+    }
 }

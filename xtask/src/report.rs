@@ -1,6 +1,8 @@
 //! How commands talk: a summary table for people, `--json` for machines,
 //! and GitHub Actions groups, annotations and a job summary when
-//! `GITHUB_ACTIONS=true`.
+//! `GITHUB_ACTIONS=true`. Workflow commands (groups, annotations) go to
+//! stderr, where the runner reads them as well: stdout carries only what a
+//! command reports, so `--json` output stays one JSON document.
 use std::{io::Write, time::Duration};
 
 use serde::Serialize;
@@ -15,7 +17,7 @@ pub struct Group(bool);
 pub fn group(title: &str) -> Group {
     let on = github_actions();
     if on {
-        println!("::group::{title}");
+        eprintln!("::group::{title}");
     } else {
         eprintln!("==> {title}");
     }
@@ -25,23 +27,34 @@ pub fn group(title: &str) -> Group {
 impl Drop for Group {
     fn drop(&mut self) {
         if self.0 {
-            println!("::endgroup::");
+            eprintln!("::endgroup::");
         }
     }
 }
 
-/// An error for people, and an annotation on the run when under Actions.
+/// An error for people, and an annotation on the run when under Actions
+/// (on stderr: never inside a `--json` report).
 pub fn error(message: &str) {
     if github_actions() {
-        // Annotations are one line: newlines must be escaped.
-        println!(
-            "::error::{}",
-            message
-                .replace('%', "%25")
-                .replace('\r', "%0D")
-                .replace('\n', "%0A")
-        );
+        eprintln!("{}", annotation(message));
     }
+}
+
+/// `::error::` and the message on one line: newlines must be escaped.
+fn annotation(message: &str) -> String {
+    format!(
+        "::error::{}",
+        message
+            .replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    )
+}
+
+/// What a `--json` run that failed before its report prints on stdout, so
+/// stdout is JSON whether the command succeeded or not.
+pub fn print_json_error(message: &str) {
+    print_json(&serde_json::json!({ "error": message }));
 }
 
 pub fn print_json(value: &impl Serialize) {
@@ -162,5 +175,10 @@ mod tests {
             "step      result\n--------  ------\nfmt       ok\nclippy|x  failed"
         );
         assert!(t.render_markdown().contains("| clippy\\|x | failed |"));
+    }
+
+    #[test]
+    fn annotations_are_one_line() {
+        assert_eq!(annotation("a\nb 100%"), "::error::a%0Ab 100%25");
     }
 }

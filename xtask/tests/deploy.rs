@@ -34,6 +34,70 @@ async fn setup(
     )
 }
 
+/// A secret passed with --env is refused before any engine is reached
+/// (DOCKER_HOST names none here), and its value is not printed back.
+#[test]
+fn a_secret_passed_with_env_is_refused_before_anything_runs() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "deploy",
+            "--image",
+            "xtask-test-app:never",
+            "--env",
+            "DB_PASS=hunter2-e2e",
+        ])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--env DB_PASS=…: DB_PASS looks like a secret")
+            && stderr.contains("[app.secrets]"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2-e2e")
+            && !String::from_utf8_lossy(&out.stdout).contains("hunter2-e2e")
+    );
+}
+
+/// Under GitHub Actions a failing `--json` run keeps stdout one JSON
+/// document: the `::error::` annotation goes to stderr, and the failure is
+/// reported in the JSON itself. (No engine: the refusal comes first.)
+#[test]
+fn a_failing_json_run_under_actions_keeps_annotations_out_of_stdout() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "deploy",
+            "--image",
+            "xtask-test-app:never",
+            "--env",
+            "DB_PASS=x",
+            "--json",
+        ])
+        .env("GITHUB_ACTIONS", "true")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"));
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("DB_PASS looks like a secret"),
+        "{report}"
+    );
+    assert!(
+        stderr.contains("::error::--env DB_PASS=…: DB_PASS looks like a secret"),
+        "{stderr}"
+    );
+}
+
 async fn load_against(env: &TestEnv) -> Load {
     env.load(env.target().await.public_client().unwrap()).await
 }

@@ -176,6 +176,18 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Stopped and started again on the same port and data: every client
+    /// connection is gone.
+    pub fn restart(&mut self) {
+        self.stop();
+        let run_as = nix::unistd::geteuid().is_root().then(|| {
+            nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("a `postgres` system user")
+        });
+        self.run(&run_as);
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGINT is PostgreSQL's fast shutdown: it disconnects clients and exits.

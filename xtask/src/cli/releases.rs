@@ -128,6 +128,8 @@ pub(super) async fn current_image(
 pub async fn deploy_command(args: DeployArgs) -> Result<ExitCode> {
     let env = load_env(&args.env)?;
     let overrides = parse_vars(&args.vars)?;
+    // Before any engine or cluster is reached: a refusal needs neither.
+    deploy::sensitive::refuse(&env, &overrides)?;
     let target = connect(&env, &args.env).await?;
     let image = match args.image {
         Some(image) => image,

@@ -11,6 +11,7 @@ use serde::Serialize;
 pub mod lock;
 pub mod records;
 pub mod release;
+pub mod sensitive;
 
 use self::release::{History, Release};
 use crate::{
@@ -411,6 +412,7 @@ pub fn draft_release(
             {
                 bail!("--env {key}=…: makes the app misbehave on purpose; only an environment file with [app] debug_knobs = true (a test environment) allows it");
             }
+            sensitive::refuse(env, &overrides)?;
             let mut vars = base.env.clone();
             vars.extend(overrides);
             Ok(Release {

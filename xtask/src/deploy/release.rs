@@ -299,27 +299,10 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// For display: secret-looking values and URL passwords hidden.
+/// For display: secret-looking names, URL passwords and password pairs
+/// hidden (the rules are `sensitive`'s, which also refuses them at deploy).
 pub fn redact(name: &str, value: &str) -> String {
-    let upper = name.to_ascii_uppercase();
-    if ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"]
-        .iter()
-        .any(|w| upper.contains(w))
-    {
-        return "***".into();
-    }
-    match (value.find("://"), value.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &value[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => {
-                    format!("{}{user}:***{}", &value[..scheme_end + 3], &value[at..])
-                }
-                None => value.to_owned(),
-            }
-        }
-        _ => value.to_owned(),
-    }
+    super::sensitive::redact(name, value)
 }
 
 #[cfg(test)]

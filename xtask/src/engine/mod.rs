@@ -85,20 +85,94 @@ fn save_state(state: &EngineState) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Connects to `unix:///path` or `tcp://host:port` and negotiates the API
-/// version down to what the engine speaks (Debian's dockerd is API 1.41).
-pub async fn connect(docker_host: &str) -> Result<Docker> {
-    let docker = if let Some(path) = docker_host.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, 300, bollard::API_DEFAULT_VERSION)
-    } else {
-        let http = docker_host.replacen("tcp://", "http://", 1);
-        Docker::connect_with_http(&http, 300, bollard::API_DEFAULT_VERSION)
+/// How `connect` reaches an engine address.
+#[derive(Debug, PartialEq, Eq)]
+enum Transport {
+    Unix(String),
+    /// tcp:// with the client certificate, key and CA of `docker --tlsverify`.
+    Tls {
+        address: String,
+        dir: PathBuf,
+    },
+}
+
+/// unix:// as it is; tcp:// only over TLS. A plain tcp:// engine would get
+/// every request in clear text (registry credentials in X-Registry-Auth
+/// included) and would run containers for anyone who reaches its port, so
+/// it is refused with the fix. The TLS files are where the docker CLI looks:
+/// DOCKER_CERT_PATH, else ~/.docker, once DOCKER_TLS_VERIFY or
+/// DOCKER_CERT_PATH is set.
+fn transport(docker_host: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<Transport> {
+    if let Some(path) = docker_host.strip_prefix("unix://") {
+        return Ok(Transport::Unix(path.to_owned()));
     }
-    .with_context(|| format!("connecting to the Docker engine at {docker_host}"))?;
+    let Some(address) = docker_host
+        .strip_prefix("tcp://")
+        .or_else(|| docker_host.strip_prefix("https://"))
+        .or_else(|| docker_host.strip_prefix("http://"))
+    else {
+        bail!("{docker_host}: not an engine address this tool speaks to; use unix:///path/to/docker.sock, or tcp://host:port with TLS (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)");
+    };
+    let wants_tls = var("DOCKER_TLS_VERIFY").is_some() || var("DOCKER_CERT_PATH").is_some();
+    if !wants_tls {
+        bail!(
+            "{docker_host}: refusing a plain-HTTP engine: every request (registry credentials included) would cross the network unencrypted, to whoever answers on that port. \
+             Give it TLS: run dockerd with --tlsverify and set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to a folder with ca.pem, cert.pem and key.pem (as for `docker --tlsverify`); \
+             or reach it through a unix socket (e.g. `ssh -nNT -L /tmp/docker.sock:/var/run/docker.sock user@host` and unix:///tmp/docker.sock)"
+        );
+    }
+    let dir = match (var("DOCKER_CERT_PATH"), var("HOME")) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(home)) => Path::new(&home).join(".docker"),
+        (None, None) => bail!("{docker_host}: DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is: set DOCKER_CERT_PATH to the folder with ca.pem, cert.pem and key.pem"),
+    };
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        if !dir.join(file).is_file() {
+            bail!(
+                "{docker_host}: TLS needs {} (DOCKER_CERT_PATH, else ~/.docker, holds ca.pem, cert.pem and key.pem)",
+                dir.join(file).display()
+            );
+        }
+    }
+    Ok(Transport::Tls {
+        address: format!("tcp://{address}"),
+        dir,
+    })
+}
+
+/// Connects to `unix:///path` or `tcp://host:port` over TLS and negotiates
+/// the API version down to what the engine speaks (Debian's dockerd is API 1.41).
+pub async fn connect(docker_host: &str) -> Result<Docker> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let docker = client(transport(docker_host, &var)?)
+        .with_context(|| format!("connecting to the Docker engine at {docker_host}"))?;
     tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())
         .await
         .with_context(|| format!("the Docker engine at {docker_host} did not answer within 5s"))?
         .with_context(|| format!("negotiating the API version with {docker_host}"))
+}
+
+fn client(transport: Transport) -> Result<Docker, bollard::errors::Error> {
+    match transport {
+        Transport::Unix(path) => {
+            Docker::connect_with_unix(&path, 300, bollard::API_DEFAULT_VERSION)
+        }
+        Transport::Tls { address, dir } => Docker::connect_with_ssl(
+            &address,
+            &dir.join("key.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("ca.pem"),
+            300,
+            bollard::API_DEFAULT_VERSION,
+        ),
+    }
+}
+
+/// An address `connect` refuses before trying it (a plain tcp:// engine):
+/// the refusal, for callers that would otherwise only say "does not answer".
+pub fn refused(docker_host: &str) -> Option<anyhow::Error> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    transport(docker_host, &var).err()
 }
 
 pub async fn answers(docker_host: &str) -> bool {
@@ -166,9 +240,8 @@ async fn existing_engine() -> Option<String> {
         if answers(&host).await {
             return Some(host);
         }
-        eprintln!(
-            "DOCKER_HOST={host} does not answer; trying the default socket, then a private engine"
-        );
+        let why = refused(&host).map_or("does not answer".to_owned(), |e| format!("{e:#}"));
+        eprintln!("DOCKER_HOST={host}: {why}; trying the default socket, then a private engine");
     }
     let default = "unix:///var/run/docker.sock";
     (Path::new("/var/run/docker.sock").exists() && answers(default).await)
@@ -219,6 +292,9 @@ pub async fn require() -> Result<(Docker, Option<EngineState>)> {
     // An explicit DOCKER_HOST is never silently swapped for another engine:
     // deploying to the wrong one is worse than failing.
     if let Ok(host) = std::env::var("DOCKER_HOST") {
+        if let Some(refusal) = refused(&host) {
+            return Err(refusal.context(format!("DOCKER_HOST={host}")));
+        }
         if !answers(&host).await {
             bail!("DOCKER_HOST={host} does not answer: start that engine, or unset DOCKER_HOST to use the one from `cargo xtask engine start`");
         }
@@ -234,4 +310,83 @@ pub async fn require() -> Result<(Docker, Option<EngineState>)> {
         return Ok((connect(&host).await?, None));
     }
     bail!("no Docker engine answers: run `cargo xtask engine start` (it starts a private one under target/engine/)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_plain_tcp_engine_is_refused_naming_the_fix() {
+        for host in ["tcp://10.0.0.5:2375", "http://10.0.0.5:2375"] {
+            let err = transport(host, &vars(&[("HOME", "/root")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("refusing a plain-HTTP engine")
+                    && err.contains("DOCKER_TLS_VERIFY=1")
+                    && err.contains("DOCKER_CERT_PATH"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            transport("unix:///var/run/docker.sock", &vars(&[])).unwrap(),
+            Transport::Unix("/var/run/docker.sock".into())
+        );
+        assert!(transport("ssh://root@host", &vars(&[])).is_err());
+    }
+
+    #[test]
+    fn tcp_with_tls_material_goes_over_tls_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().to_str().unwrap();
+        let env = vars(&[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", certs)]);
+        let err = transport("tcp://10.0.0.5:2376", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ca.pem"), "{err}");
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(file), "x").unwrap();
+        }
+        assert_eq!(
+            transport("tcp://10.0.0.5:2376", &env).unwrap(),
+            Transport::Tls {
+                address: "tcp://10.0.0.5:2376".into(),
+                dir: dir.path().to_path_buf(),
+            }
+        );
+        // DOCKER_TLS_VERIFY alone: the docker CLI's default folder.
+        let home = vars(&[("DOCKER_TLS_VERIFY", "1"), ("HOME", "/nonexistent-home")]);
+        let err = transport("tcp://h:2376", &home).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent-home/.docker/ca.pem"), "{err}");
+    }
+
+    /// The TLS client builds with this binary's one crypto provider, and an
+    /// engine that does not answer is an error, not a panic.
+    #[tokio::test]
+    async fn the_tls_client_builds_and_fails_cleanly_where_nothing_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("key.pem"),
+            certified.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let docker = client(Transport::Tls {
+            address: "tcp://127.0.0.1:1".into(),
+            dir: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        assert!(docker.ping().await.is_err());
+    }
 }

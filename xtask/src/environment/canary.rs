@@ -127,6 +127,13 @@ impl Environment {
             ));
         }
         for a in &c.analysis {
+            if a.max.into_iter().chain(a.min).any(|v| !v.is_finite()) {
+                bail!(self.field_error(
+                    &format!("canary.analysis.{}", a.name),
+                    "…",
+                    "max and min must be finite numbers (a NaN limit would pass anything)"
+                ));
+            }
             if a.max.is_none() && a.min.is_none() {
                 bail!(self.field_error(
                     &format!("canary.analysis.{}", a.name),

@@ -168,7 +168,7 @@ fn swarm_settings_have_defaults_and_bad_ones_are_named() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("swarm.memory_mb = 2: must be at least 6"),
+        err.contains("swarm.memory_mb = 2: must be between 6 and 4194304"),
         "{err}"
     );
     let err = parse_str(&format!("{swarm}[swarm]\ncpu = 1\n"))
@@ -256,4 +256,86 @@ fn the_app_fault_knobs_are_refused_unless_the_file_allows_them() {
         "{err}"
     );
     parse_str(&knob.replace("[app.env]", "[app]\ndebug_knobs = true\n[app.env]")).unwrap();
+}
+
+/// A number the code would overflow on (a clock plus a huge duration, a
+/// sum of counts) or wait on for ever is refused when the file is read,
+/// naming the file, the field and the range.
+#[test]
+fn every_count_and_duration_is_bounded_naming_file_field_and_range() {
+    let huge = "9223372036854775807";
+    let with = |field: &str, value: &str| {
+        let text = if GOOD.contains(&format!("\n{field} = ")) {
+            let start = GOOD.find(&format!("\n{field} = ")).unwrap() + 1;
+            let end = start + GOOD[start..].find('\n').unwrap();
+            format!("{}{field} = {value}{}", &GOOD[..start], &GOOD[end..])
+        } else {
+            let section = if field == "api_rate" {
+                "[balancer]"
+            } else if ["lock_ttl_seconds", "keep_releases", "surge"].contains(&field) {
+                "[deploy]"
+            } else {
+                "[health]"
+            };
+            GOOD.replace(section, &format!("{section}\n{field} = {value}"))
+        };
+        parse_str(&text)
+    };
+    for (section, field, range) in [
+        ("deploy", "lock_ttl_seconds", "between 60 and 86400"),
+        ("deploy", "keep_releases", "between 2 and 1000"),
+        ("deploy", "surge", "between 1 and 50"),
+        ("deploy", "replicas", "between 1 and 50"),
+        ("health", "interval_ms", "between 10 and 600000"),
+        ("health", "timeout_ms", "between 1 and 600000"),
+        ("health", "initial_delay_ms", "between 0 and 3600000"),
+        ("health", "deadline_seconds", "between 1 and 86400"),
+    ] {
+        let err = with(field, huge).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "dev.toml: {section}.{field} = {huge}: must be {range}"
+            )),
+            "{field}: {err}"
+        );
+    }
+    let err = with("api_rate", "4294967295").unwrap_err().to_string();
+    assert!(
+        err.contains("dev.toml: balancer.api_rate = 4294967295: must be between 1 and 1000000"),
+        "{err}"
+    );
+    for (field, value, range) in [
+        ("success_threshold", "4294967295", "between 1 and 1000"),
+        ("failure_threshold", "0", "between 1 and 1000"),
+        ("drain_seconds", "nan", "between 0 and 600"),
+        ("verify_seconds", "inf", "between 0 and 600"),
+    ] {
+        let err = with(field, value).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("dev.toml: health.{field} = ")) && err.contains(range),
+            "{field}: {err}"
+        );
+    }
+    // Out of the type's range is a parse error naming the file and the field.
+    let err = with("lock_ttl_seconds", "99999999999999999999")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dev.toml") && err.contains("lock_ttl_seconds"),
+        "{err}"
+    );
+    let swarm = GOOD.replace("kind = \"docker\"", "kind = \"swarm\"");
+    for (field, range) in [
+        ("memory_mb", "between 6 and 4194304"),
+        ("healthcheck_interval_ms", "between 100 and 600000"),
+    ] {
+        let err = parse_str(&format!("{swarm}[swarm]\n{field} = {huge}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("swarm.{field} = {huge}: must be {range}")),
+            "{err}"
+        );
+    }
+    with("initial_delay_ms", "0").unwrap();
 }

@@ -14,6 +14,21 @@ impl Environment {
         anyhow::anyhow!("{}: {field} = {value}: {fix}", self.path.display())
     }
 
+    /// `value` within `lo..=hi` (NaN is not), else the file, the field and the range.
+    fn within<T>(&self, field: &str, value: T, lo: T, hi: T, note: &str) -> Result<()>
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        if (lo..=hi).contains(&value) {
+            return Ok(());
+        }
+        bail!(self.field_error(
+            field,
+            value,
+            &format!("must be between {lo} and {hi}{note}")
+        ))
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         let f = &self.file;
         match f.target {
@@ -30,63 +45,67 @@ impl Environment {
                 self.path.display()
             );
         }
-        if f.deploy.replicas == 0 || f.deploy.replicas > 50 {
-            bail!(self.field_error(
-                "deploy.replicas",
-                f.deploy.replicas,
-                "must be between 1 and 50"
-            ));
-        }
-        if f.deploy.keep_releases < 2 {
-            bail!(self.field_error(
-                "deploy.keep_releases",
-                f.deploy.keep_releases,
-                "must be at least 2, or there is nothing to roll back to"
-            ));
-        }
-        if f.deploy.surge == 0 {
-            bail!(self.field_error(
-                "deploy.surge",
-                0,
-                "must be at least 1 (new instances started at once during a rolling deploy)"
-            ));
-        }
-        if f.deploy.lock_ttl_seconds < 60 || f.deploy.lock_ttl_seconds > 86_400 {
-            bail!(self.field_error(
-                "deploy.lock_ttl_seconds",
-                f.deploy.lock_ttl_seconds,
-                "must be between 60 and 86400 (a day)"
-            ));
-        }
+        // Every count and duration is bounded: a huge one would overflow a
+        // clock or a sum (a panic mid-deploy) or wait for ever.
+        let d = &f.deploy;
+        self.within("deploy.replicas", d.replicas, 1, 50, "")?;
+        self.within(
+            "deploy.keep_releases",
+            d.keep_releases,
+            2,
+            1000,
+            " (fewer than 2 leaves nothing to roll back to)",
+        )?;
+        self.within(
+            "deploy.surge",
+            d.surge,
+            1,
+            50,
+            " (new instances started at once during a rolling deploy)",
+        )?;
+        self.within(
+            "deploy.lock_ttl_seconds",
+            d.lock_ttl_seconds,
+            60,
+            86_400,
+            " (seconds: a minute to a day)",
+        )?;
         let h = &f.health;
         if !h.path.starts_with('/') {
             bail!(self.field_error("health.path", &h.path, "must start with /"));
         }
-        if h.interval_ms < 10 || h.timeout_ms == 0 {
-            bail!(self.field_error(
-                "health.interval_ms",
-                h.interval_ms,
-                "interval_ms must be at least 10 and timeout_ms above 0"
-            ));
-        }
-        if h.success_threshold == 0 || h.failure_threshold == 0 {
-            bail!(self.field_error(
-                "health.success_threshold",
-                h.success_threshold,
-                "both thresholds must be at least 1"
-            ));
-        }
-        if h.deadline_seconds == 0 {
-            bail!(self.field_error("health.deadline_seconds", 0, "must be above 0"));
-        }
-        for (field, v) in [
-            ("health.drain_seconds", h.drain_seconds),
-            ("health.verify_seconds", h.verify_seconds),
-        ] {
-            if !(0.0..=600.0).contains(&v) {
-                bail!(self.field_error(field, v, "must be between 0 and 600"));
-            }
-        }
+        self.within("health.interval_ms", h.interval_ms, 10, 600_000, " (ms)")?;
+        self.within("health.timeout_ms", h.timeout_ms, 1, 600_000, " (ms)")?;
+        self.within(
+            "health.initial_delay_ms",
+            h.initial_delay_ms,
+            0,
+            3_600_000,
+            " (ms)",
+        )?;
+        self.within("health.success_threshold", h.success_threshold, 1, 1000, "")?;
+        self.within("health.failure_threshold", h.failure_threshold, 1, 1000, "")?;
+        self.within(
+            "health.deadline_seconds",
+            h.deadline_seconds,
+            1,
+            86_400,
+            " (seconds)",
+        )?;
+        self.within(
+            "health.drain_seconds",
+            h.drain_seconds,
+            0.0,
+            600.0,
+            " (seconds)",
+        )?;
+        self.within(
+            "health.verify_seconds",
+            h.verify_seconds,
+            0.0,
+            600.0,
+            " (seconds)",
+        )?;
         if self.app_name().contains("--") {
             bail!(self.field_error(
                 "image.repo",
@@ -125,35 +144,45 @@ impl Environment {
     fn validate_swarm(&self) -> Result<()> {
         self.validate_docker()?;
         let s = self.file.swarm.clone().unwrap_or_default();
-        if s.cpus.is_some_and(|c| !(c > 0.0 && c <= 256.0)) {
-            bail!(self.field_error(
-                "swarm.cpus",
-                s.cpus.unwrap_or_default(),
-                "must be above 0 (cores, e.g. 0.5)"
-            ));
-        }
-        if s.memory_mb.is_some_and(|m| m < 6) {
-            bail!(self.field_error(
-                "swarm.memory_mb",
-                s.memory_mb.unwrap_or_default(),
-                "must be at least 6 (MiB; the engine refuses less)"
-            ));
-        }
-        for (field, v) in [
-            ("swarm.update_delay_seconds", s.update_delay_seconds),
-            ("swarm.monitor_seconds", s.monitor_seconds),
-        ] {
-            if !(0.0..=600.0).contains(&v) {
-                bail!(self.field_error(field, v, "must be between 0 and 600"));
+        if let Some(cpus) = s.cpus {
+            if !(cpus > 0.0 && cpus <= 256.0) {
+                bail!(self.field_error(
+                    "swarm.cpus",
+                    cpus,
+                    "must be above 0 and at most 256 (cores, e.g. 0.5)"
+                ));
             }
         }
-        if s.healthcheck_interval_ms < 100 {
-            bail!(self.field_error(
-                "swarm.healthcheck_interval_ms",
-                s.healthcheck_interval_ms,
-                "must be at least 100"
-            ));
+        if let Some(memory) = s.memory_mb {
+            self.within(
+                "swarm.memory_mb",
+                memory,
+                6,
+                4_194_304,
+                " (MiB; the engine refuses less than 6)",
+            )?;
         }
+        self.within(
+            "swarm.update_delay_seconds",
+            s.update_delay_seconds,
+            0.0,
+            600.0,
+            " (seconds)",
+        )?;
+        self.within(
+            "swarm.monitor_seconds",
+            s.monitor_seconds,
+            0.0,
+            600.0,
+            " (seconds)",
+        )?;
+        self.within(
+            "swarm.healthcheck_interval_ms",
+            s.healthcheck_interval_ms,
+            100,
+            600_000,
+            " (ms)",
+        )?;
         Ok(())
     }
 
@@ -177,9 +206,13 @@ impl Environment {
                 "https_port and http_port must be two different ports above 0"
             ));
         }
-        if b.api_rate == 0 {
-            bail!(self.field_error("balancer.api_rate", 0, "must be above 0"));
-        }
+        self.within(
+            "balancer.api_rate",
+            b.api_rate,
+            1,
+            1_000_000,
+            " (requests per second per client)",
+        )?;
         if let Some(port) = b.metrics_port {
             if port == 0 || port == b.https_port || port == b.http_port {
                 bail!(self.field_error(

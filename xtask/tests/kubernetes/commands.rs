@@ -93,3 +93,33 @@ async fn status_history_and_lock_commands_dispatch_to_the_cluster() {
         "{err}"
     );
 }
+
+/// `deploy --dry-run` prints the target's plan: the rendered objects, whose
+/// Deployment carries the release's variables. They are redacted there,
+/// whoever asks for the plan (a release recorded before secrets were refused).
+#[tokio::test]
+async fn the_dry_run_plan_shows_the_variables_redacted() {
+    use xtask::targets::Target;
+    let s = setup(None).await;
+    let mut release = History::default().begin_preview("xtask-app:9.9.9");
+    release.env.insert("DB_PASS".into(), "hunter2-a".into());
+    release.env.insert(
+        "DATABASE_URL".into(),
+        "postgres://app:hunter2-b@db:5432/app".into(),
+    );
+    release
+        .env
+        .insert("DSN".into(), "host=db password=hunter2-c dbname=app".into());
+    release.env.insert("GREETING".into(), "hello".into());
+    let plan = s.target.plan(&release).await.unwrap().to_string();
+    assert!(!plan.contains("hunter2"), "{plan}");
+    for shown in [
+        r#"{"name":"DB_PASS","value":"***"}"#,
+        "postgres://app:***@db:5432/app",
+        "host=db password=*** dbname=app",
+        r#"{"name":"GREETING","value":"hello"}"#,
+    ] {
+        assert!(plan.contains(shown), "{shown} in {plan}");
+    }
+    assert!(s.fake.take_calls().is_empty(), "a plan touches no cluster");
+}

@@ -93,7 +93,7 @@ async fn a_stuck_rollout_reapplies_the_previous_replicaset_template() {
     let report = deploy(
         &s,
         "xtask-app:2.0.0",
-        &[("DATABASE_URL", "postgres://u:pw@127.0.0.1:1/x")],
+        &[("DATABASE_URL", "postgres://u@127.0.0.1:1/x")],
     )
     .await;
     assert!(!report.succeeded);

@@ -89,7 +89,7 @@ impl DockerTarget {
         };
         let app = env.app_name();
         let scope = env.scope();
-        let runtime_dir = runtime_root().join(&scope);
+        let runtime_dir = crate::private_dir::ensure(&runtime_root())?.join(&scope);
         let target = DockerTarget {
             ledger: Ledger::new(records::VolumeStore {
                 docker: docker.clone(),

@@ -219,7 +219,8 @@ impl Target for KubeTarget {
 
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         Ok(
-            serde_json::json!({ "kind": "kubernetes", "objects": manifests::render(self, release)? }),
+            // What `--dry-run` prints: the variables redacted here, whoever calls.
+            serde_json::json!({ "kind": "kubernetes", "objects": manifests::render(self, &release.redacted())? }),
         )
     }
 }
