@@ -6,83 +6,17 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    process::{Child, Command, Stdio},
-    time::Duration,
+use std::collections::BTreeMap;
+
+use support::{
+    canary::{
+        canary_table, finished, held_steps, served_share, spawn_deploy, wait_for_share, Counter,
+        Counts,
+    },
+    deploy_env::TestEnv,
+    prometheus::Prometheus,
 };
-
-use support::deploy_env::TestEnv;
 use xtask::targets::docker::DockerTarget;
-
-/// A Prometheus of the test's own, scraping the balancer's exporter every
-/// 250 ms; killed on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(exporter_port: u16) -> Prometheus {
-        let binary = which::which("prometheus").unwrap_or_else(|_| {
-            panic!("`prometheus` is not installed: run `cargo xtask ci`, which installs the test services")
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\nscrape_configs:\n  - job_name: balancer\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
-            ),
-        )
-        .unwrap();
-        let port = support::free_port();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let prometheus = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        // Ready, and one scrape of the balancer in.
-        let client = reqwest::Client::new();
-        let query = format!("{}/api/v1/query?query=up", prometheus.url);
-        for _ in 0..200 {
-            if let Ok(r) = client.get(&query).send().await {
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                if body["data"]["result"][0]["value"][1] == "1" {
-                    return prometheus;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("Prometheus never scraped the balancer at 127.0.0.1:{exporter_port}");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The canary's error ratio over the last 2 s, from the balancer's counters.
-const ERROR_RATIO: &str = r#"sum(rate(haproxy_server_http_responses_total{proxy="app",server=~"{{canary}}",code="5xx"}[2s])) / sum(rate(haproxy_server_http_responses_total{proxy="app",server=~"{{canary}}"}[2s]))"#;
 
 /// A canary environment: steps 10 then 50 then 100, 1 s per step, the
 /// error ratio limited to 5 %, the balancer's exporter on a known port (the
@@ -111,35 +45,14 @@ async fn setup(
     (serial, v1, v2, env, exporter)
 }
 
-fn canary_table(env: &TestEnv, prometheus: &str, first_step: u8, pause: f64) {
-    env.append(&format!(
-        "[canary]\nsteps = [{first_step}, 50, 100]\npause_seconds = {pause}\nprometheus_url = \"{prometheus}\"\n\
-         [[canary.analysis]]\nname = \"error-ratio\"\nquery = '{ERROR_RATIO}'\nmax = 0.05\n\
-         [[canary.analysis]]\nname = \"requests\"\nquery = 'sum(rate(haproxy_server_http_responses_total{{proxy=\"app\",server=~\"{{{{canary}}}}\"}}[2s]))'\nmin = 1\ndry_run = true\n"
-    ));
-}
-
-/// `deploy IMAGE --json` (plus `extra`) in a child process.
-fn spawn_deploy(env: &TestEnv, image: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["deploy", "--image", image, "--json", "-e", env.arg()])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finished(child: Child) -> (bool, serde_json::Value, String) {
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}); stderr:\n{stderr}"));
-    (out.status.success(), json, stderr)
+impl Counter for DockerTarget {
+    async fn count(&self) -> Counts {
+        counted(self).await
+    }
 }
 
 /// Per release: responses the balancer has counted (2xx+4xx+5xx), and the weight it gives.
-async fn counted(target: &DockerTarget) -> BTreeMap<String, (u64, u32)> {
+async fn counted(target: &DockerTarget) -> Counts {
     use xtask::targets::Target;
     let mut out: BTreeMap<String, (u64, u32)> = BTreeMap::new();
     let instances = target.instances().await.unwrap();
@@ -168,62 +81,6 @@ async fn balancer_rows(target: &DockerTarget) -> Vec<xtask::haproxy::ServerStat>
         .servers()
         .await
         .unwrap()
-}
-
-/// Waits until the balancer gives `release` `percent` of the weight (±1).
-async fn wait_for_share(
-    target: &DockerTarget,
-    release: &str,
-    percent: u32,
-) -> BTreeMap<String, (u64, u32)> {
-    for _ in 0..600 {
-        let now = counted(target).await;
-        let total: u32 = now.values().map(|(_, w)| w).sum();
-        let mine = now.get(release).map_or(0, |(_, w)| *w);
-        if total > 0 && (mine * 100 / total).abs_diff(percent) <= 1 {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{release} never got {percent} % of the weight");
-}
-
-type Counts = BTreeMap<String, (u64, u32)>;
-
-/// While `deploy` runs: for each weight share `release` held, the first and
-/// the last count taken at that share. Shares only rise during a canary, so
-/// everything between two counts at one share was served at that share.
-async fn held_steps(
-    target: &DockerTarget,
-    release: &str,
-    deploy: &mut Child,
-) -> BTreeMap<u32, (Counts, Counts)> {
-    let mut steps: BTreeMap<u32, (Counts, Counts)> = BTreeMap::new();
-    while deploy.try_wait().unwrap().is_none() {
-        let now = counted(target).await;
-        let total: u32 = now.values().map(|(_, w)| w).sum();
-        let mine = now.get(release).map_or(0, |(_, w)| *w);
-        if total > 0 && mine > 0 {
-            let share = ((mine * 100 + total / 2) / total).clamp(1, 100);
-            steps
-                .entry(share)
-                .and_modify(|(_, last)| *last = now.clone())
-                .or_insert_with(|| (now.clone(), now));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    steps
-}
-
-/// The share of the responses `release` served between two counts, in percent, and how many.
-fn served_share(
-    before: &BTreeMap<String, (u64, u32)>,
-    after: &BTreeMap<String, (u64, u32)>,
-    release: &str,
-) -> (f64, u64) {
-    let delta = |r: &str| after.get(r).map_or(0, |a| a.0) - before.get(r).map_or(0, |b| b.0);
-    let total: u64 = after.keys().map(|r| delta(r)).sum();
-    (delta(release) as f64 * 100.0 / total.max(1) as f64, total)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -393,9 +393,9 @@ pub fn draft_release(
         );
     }
     if base.strategy == Strategy::Canary
-        && env.file.target.kind() != environment::TargetKind::Docker
+        && env.file.target.kind() == environment::TargetKind::Kubernetes
     {
-        bail!("--strategy canary: runs on kind = \"docker\" only for now; use blue-green");
+        bail!("--strategy canary: needs weighted traffic through our balancer (docker or swarm); on Kubernetes use blue-green");
     }
     match source {
         Source::Image { image, overrides } => {

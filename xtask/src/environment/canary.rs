@@ -69,9 +69,9 @@ impl Environment {
             ),
             _ => {}
         }
-        if f.deploy.strategy == Strategy::Canary && f.target.kind() != TargetKind::Docker {
+        if f.deploy.strategy == Strategy::Canary && f.target.kind() == TargetKind::Kubernetes {
             bail!(
-                "{}: deploy.strategy = \"canary\" runs on kind = \"docker\" only for now: swarm and Kubernetes move traffic per task or pod, not by weight; use \"blue-green\"",
+                "{}: deploy.strategy = \"canary\" needs weighted traffic through our balancer (kind = \"docker\" or \"swarm\"); Kubernetes moves traffic per pod: use \"blue-green\" (see docs/CANARY.md)",
                 self.path.display()
             );
         }

@@ -159,7 +159,9 @@ pub fn xtask(args: &[&str]) -> std::process::Output {
         .expect("running the xtask binary")
 }
 
+pub mod canary;
 pub mod deploy_env;
+pub mod prometheus;
 
 static V2: OnceCell<String> = OnceCell::const_new();
 

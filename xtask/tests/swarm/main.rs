@@ -4,6 +4,7 @@
 //! blue-green deploys and both kinds of rollback without a failed request.
 // One file per concern: traffic through deploys and rollbacks, failed
 // releases, and the operations around them (rollback, lock, route).
+mod canary;
 mod failures;
 mod operations;
 #[path = "../support/mod.rs"]

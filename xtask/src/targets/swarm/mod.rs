@@ -313,6 +313,17 @@ impl Target for SwarmTarget {
             .map(Some)
     }
 
+    async fn servers_of(&self, release: &str) -> Result<Vec<String>> {
+        let rows = self.rows().await?;
+        Ok(self
+            .all_tasks()
+            .await?
+            .into_iter()
+            .filter(|t| t.release == release && (t.wanted() || t.running()))
+            .filter_map(|t| Some(router::slot_row(&rows, t.addr)?.name.clone()))
+            .collect())
+    }
+
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         self.planned_spec(release).await
     }

@@ -291,10 +291,10 @@ impl SwarmTarget {
             }
             return self.watch_back(to, run.colour, gate, step).await;
         }
-        if let (Some(old), Some(to)) = (run.live, to) {
-            if self.serving_colour().await? != Some(old) {
-                self.shift_to(&Split::all(&to.id)).await?;
-            }
+        // All traffic back on the release that served (a no-op when it
+        // never moved; a canary's share otherwise), before the new service goes.
+        if let (Some(_), Some(to)) = (run.live, to) {
+            self.shift_to(&Split::all(&to.id)).await?;
         }
         match self.inspect_service(&name).await? {
             Some(service) if run.existed => self.scale(&service, 0).await,
