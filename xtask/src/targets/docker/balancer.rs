@@ -161,17 +161,9 @@ impl DockerTarget {
 
     /// The running balancer, if there is one.
     pub(super) async fn balancer(&self) -> Option<HaproxyBalancer> {
-        let balancer = self.open_balancer().await.ok()?;
-        let inspect = self
-            .docker
-            .inspect_container(balancer.container(), None)
+        HaproxyBalancer::running(&self.docker, &self.scope)
             .await
-            .ok()?;
-        inspect
-            .state
-            .and_then(|s| s.running)
-            .unwrap_or(false)
-            .then_some(balancer)
+            .map(|b| b.with_session(self.session.clone()))
     }
 
     /// Every slot as `show stat` reports it; none without a running balancer.

@@ -95,12 +95,7 @@ impl Target for DockerTarget {
     }
 
     async fn observe(&self, release: &Release) -> Result<Observation> {
-        let ours: Vec<(Instance, InstanceState)> = self
-            .running()
-            .await?
-            .into_iter()
-            .filter(|(i, _)| i.release == release.id)
-            .collect();
+        let ours = self.running_of(Some(&release.id)).await?;
         let balancer = self.balancer().await;
         let mut rows = match &balancer {
             Some(balancer) => balancer.servers().await?,
