@@ -188,7 +188,9 @@ impl DockerTarget {
         free.sort();
         free.reverse();
         let mut specs = Vec::new();
-        for (instance, _) in self.running().await? {
+        // Only addresses are needed: the container list has them (an
+        // instance that is not running has none), no inspect.
+        for instance in self.containers().await? {
             let Some(addr) = instance.addr.filter(|_| instance.release == release) else {
                 continue;
             };

@@ -74,12 +74,10 @@ impl Target for DockerTarget {
 
     async fn start(&self, release: &Release, count: usize) -> Result<()> {
         let alive = self
-            .running()
+            .running_of(Some(&release.id))
             .await?
             .into_iter()
-            .filter(|(i, s)| {
-                i.release == release.id && matches!(s, InstanceState::Running { restarts: 0 })
-            })
+            .filter(|(_, s)| matches!(s, InstanceState::Running { restarts: 0 }))
             .count();
         let env = crate::deploy::resolve_env(release)?;
         let started = join_all((alive..count).map(|_| self.start_instance(release, &env))).await;
