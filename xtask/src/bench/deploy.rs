@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{ratio, seed, swarm};
+use super::{edge, ratio, seed, swarm};
 use crate::{
     deploy::{self, DeployReport, Source},
     engine, environment, image,
@@ -64,7 +64,7 @@ async fn measured(
     })
 }
 
-pub async fn run(json: bool) -> Result<()> {
+pub async fn run(json: bool, docker_only: bool) -> Result<()> {
     let started = engine::start().await?;
     let docker = engine::connect(&started.state.docker_host).await?;
     let env = bench_env()?;
@@ -108,6 +108,8 @@ pub async fn run(json: bool) -> Result<()> {
             "the first deploy failed: {:?}",
             warm_up.release.reason
         );
+        // Before any load: wrk alone on the machine, the balancer against one instance.
+        let edge = edge::run(&docker, &target.public_url(), &v1, env.file.app.port).await?;
         let load = Load::start(
             target.public_client()?,
             format!("{}/version", target.public_url()),
@@ -144,13 +146,17 @@ pub async fn run(json: bool) -> Result<()> {
         )
         .await?;
         let ok = load.stop().await.ok;
-        Ok::<_, anyhow::Error>((rolling, blue_green, failing, ok))
+        Ok::<_, anyhow::Error>((rolling, blue_green, failing, ok, edge))
     }
     .await;
     let _ = target.destroy().await;
-    let (rolling, blue_green, failing, ours_ok) = figures?;
+    let (rolling, blue_green, failing, ours_ok, edge) = figures?;
     let seed = seed::run(&docker, &started.state.docker_host, &v1, &v2).await?;
-    let swarm = swarm::run(&docker, &started.state.docker_host, &v1, &v2).await?;
+    let swarm = if docker_only {
+        None
+    } else {
+        Some(swarm::run(&docker, &started.state.docker_host, &v1, &v2).await?)
+    };
 
     let rollback = failing.report.rollback_seconds.unwrap_or(f64::NAN);
     let out = json!({
@@ -163,6 +169,7 @@ pub async fn run(json: bool) -> Result<()> {
         "seed_script": { "deploy_seconds": seed.deploy_seconds, "deploy_failed_requests": seed.deploy_failed, "failure_to_restored_seconds": seed.rollback_seconds, "failure_failed_requests": seed.rollback_failed, "requests_ok": seed.ok },
         "rolling_traffic_moved_vs_seed": rolling.report.traffic_moved_seconds.unwrap_or(f64::NAN) / seed.deploy_seconds,
         "rollback_vs_seed": rollback / seed.rollback_seconds,
+        "balancer_vs_direct": edge,
         "swarm": swarm,
     });
     if json {
@@ -221,9 +228,38 @@ pub async fn run(json: bool) -> Result<()> {
             format!("{} / {}", failing.failed, seed.rollback_failed),
         ]);
         table.emit();
-        swarm_table(&swarm);
+        edge_table(&edge);
+        if let Some(swarm) = &swarm {
+            swarm_table(swarm);
+        }
     }
     Ok(())
+}
+
+fn edge_table(e: &edge::EdgeFigures) {
+    let mut table = report::Table::new(
+        "bench deploy: the balancer against a direct instance (GET /health, wrk, 4 keep-alive connections, best of 2)",
+        &["measure", "balancer (TLS)", "direct", "difference"],
+    );
+    table.row(vec![
+        "p50 latency".into(),
+        format!("{:.3}ms", e.balancer.p50_ms),
+        format!("{:.3}ms", e.direct.p50_ms),
+        format!("+{:.3}ms", e.added_p50_ms),
+    ]);
+    table.row(vec![
+        "throughput".into(),
+        format!("{:.0}/s", e.balancer.requests_per_second),
+        format!("{:.0}/s", e.direct.requests_per_second),
+        format!("{:.2}x", e.throughput_ratio),
+    ]);
+    table.row(vec![
+        "errors".into(),
+        e.balancer.errors.to_string(),
+        e.direct.errors.to_string(),
+        "-".into(),
+    ]);
+    table.emit();
 }
 
 fn swarm_table(s: &swarm::SwarmFigures) {

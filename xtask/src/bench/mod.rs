@@ -3,6 +3,7 @@
 //! and noisy; absolute seconds vary, ratios much less).
 mod build;
 mod deploy;
+mod edge;
 mod seed;
 mod swarm;
 
@@ -18,17 +19,20 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
-    /// Rolling and blue-green deploy time and failed requests under load, rollback time: Docker against the seed's docker+curl script, swarm against plain `docker service update`
+    /// Rolling and blue-green deploy time and failed requests under load, rollback time, the balancer against a direct instance: Docker against the seed's docker+curl script, swarm against plain `docker service update`
     Deploy {
         #[arg(long)]
         json: bool,
+        /// The Docker target only: skip the swarm figures (no swarm needed)
+        #[arg(long)]
+        docker_only: bool,
     },
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
         Bench::Build { json } => build::run(json).await,
-        Bench::Deploy { json } => deploy::run(json).await,
+        Bench::Deploy { json, docker_only } => deploy::run(json, docker_only).await,
     }
     .map(|()| ExitCode::SUCCESS)
 }

@@ -309,6 +309,21 @@ impl HaproxyBalancer {
         })
     }
 
+    /// A handle on the scope's balancer if it exists and runs, from one inspect.
+    pub async fn running(docker: &Docker, scope: &str) -> Option<HaproxyBalancer> {
+        let name = container_name(scope);
+        let inspect = docker.inspect_container(&name, None).await.ok()?;
+        inspect
+            .state
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+            .then(|| HaproxyBalancer {
+                docker: docker.clone(),
+                container: name,
+                session: None,
+            })
+    }
+
     /// This handle sends its command lines over `shared` (opened at the
     /// first line, shared with every handle given the same one).
     pub fn with_session(mut self, shared: session::Shared) -> HaproxyBalancer {

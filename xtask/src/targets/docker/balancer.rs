@@ -162,17 +162,9 @@ impl DockerTarget {
 
     /// The running balancer, if there is one.
     pub(crate) async fn balancer(&self) -> Option<HaproxyBalancer> {
-        let balancer = self.open_balancer().await.ok()?;
-        let inspect = self
-            .docker
-            .inspect_container(balancer.container(), None)
+        HaproxyBalancer::running(&self.docker, &self.scope)
             .await
-            .ok()?;
-        inspect
-            .state
-            .and_then(|s| s.running)
-            .unwrap_or(false)
-            .then_some(balancer)
+            .map(|b| b.with_session(self.session.clone()))
     }
 
     /// Every slot as `show stat` reports it; none without a running balancer.
@@ -187,12 +179,14 @@ impl DockerTarget {
     /// at weight 0 and `ready`, all in one exec: HAProxy starts checking it
     /// and the gate waits for plain UP before any weight is given.
     pub(super) async fn attach(&self, release: &str) -> Result<()> {
+        // Only addresses are needed: the container list has them (an
+        // instance that is not running has none), no inspect.
         let wanted = self
-            .running()
+            .containers()
             .await?
             .into_iter()
-            .filter(|(i, _)| i.release == release)
-            .filter_map(|(i, _)| Some((i.name, i.addr?)))
+            .filter(|i| i.release == release)
+            .filter_map(|i| Some((i.name, i.addr?)))
             .collect();
         self.attach_addrs(wanted).await
     }

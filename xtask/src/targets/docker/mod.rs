@@ -140,7 +140,16 @@ impl DockerTarget {
     }
 
     pub(super) async fn running(&self) -> Result<Vec<(Instance, InstanceState)>> {
-        let containers = self.containers().await?;
+        self.running_of(None).await
+    }
+
+    /// `running`, of one release only (the others are not inspected).
+    pub(super) async fn running_of(
+        &self,
+        release: Option<&str>,
+    ) -> Result<Vec<(Instance, InstanceState)>> {
+        let mut containers = self.containers().await?;
+        containers.retain(|c| release.is_none_or(|r| c.release == r));
         let states = join_all(containers.iter().map(|c| self.instance_state(c))).await;
         containers
             .into_iter()

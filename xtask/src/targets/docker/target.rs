@@ -74,12 +74,10 @@ impl Target for DockerTarget {
 
     async fn start(&self, release: &Release, count: usize) -> Result<()> {
         let alive = self
-            .running()
+            .running_of(Some(&release.id))
             .await?
             .into_iter()
-            .filter(|(i, s)| {
-                i.release == release.id && matches!(s, InstanceState::Running { restarts: 0 })
-            })
+            .filter(|(_, s)| matches!(s, InstanceState::Running { restarts: 0 }))
             .count();
         let env = crate::deploy::resolve_env(release)?;
         let started = join_all((alive..count).map(|_| self.start_instance(release, &env))).await;
@@ -95,12 +93,7 @@ impl Target for DockerTarget {
     }
 
     async fn observe(&self, release: &Release) -> Result<Observation> {
-        let ours: Vec<(Instance, InstanceState)> = self
-            .running()
-            .await?
-            .into_iter()
-            .filter(|(i, _)| i.release == release.id)
-            .collect();
+        let ours = self.running_of(Some(&release.id)).await?;
         let balancer = self.balancer().await;
         let mut rows = match &balancer {
             Some(balancer) => balancer.servers().await?,
