@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{edge, ratio, seed, swarm};
+use super::{canary, edge, ratio, seed, swarm};
 use crate::{
     deploy::{self, DeployReport, Source},
     engine, environment, image,
@@ -151,6 +151,7 @@ pub async fn run(json: bool, docker_only: bool) -> Result<()> {
     .await;
     let _ = target.destroy().await;
     let (rolling, blue_green, failing, ours_ok, edge) = figures?;
+    let canary = canary::run(&v1, &v2).await?;
     let seed = seed::run(&docker, &started.state.docker_host, &v1, &v2).await?;
     let swarm = if docker_only {
         None
@@ -170,6 +171,7 @@ pub async fn run(json: bool, docker_only: bool) -> Result<()> {
         "rolling_traffic_moved_vs_seed": rolling.report.traffic_moved_seconds.unwrap_or(f64::NAN) / seed.deploy_seconds,
         "rollback_vs_seed": rollback / seed.rollback_seconds,
         "balancer_vs_direct": edge,
+        "canary": canary,
         "swarm": swarm,
     });
     if json {
@@ -228,12 +230,51 @@ pub async fn run(json: bool, docker_only: bool) -> Result<()> {
             format!("{} / {}", failing.failed, seed.rollback_failed),
         ]);
         table.emit();
+        canary_table(&canary);
         edge_table(&edge);
         if let Some(swarm) = &swarm {
             swarm_table(swarm);
         }
     }
     Ok(())
+}
+
+fn canary_table(c: &canary::CanaryFigures) {
+    let seconds = |s: Option<f64>| s.map_or_else(|| "-".into(), |s| format!("{s:.2}s"));
+    let mut table = report::Table::new(
+        "bench canary (3 replicas, steps 10/50/100, same load)",
+        &["measure", "canary", "blue-green", "ratio"],
+    );
+    table.row(vec![
+        "zero pause: all traffic on the new release".into(),
+        seconds(c.canary_traffic_moved_seconds),
+        seconds(c.blue_green_traffic_moved_seconds),
+        ratio(
+            c.canary_traffic_moved_seconds.unwrap_or(f64::NAN),
+            c.blue_green_traffic_moved_seconds.unwrap_or(f64::NAN),
+        ),
+    ]);
+    table.row(vec![
+        "50 % errors: failing evaluation -> stable alone".into(),
+        format!(
+            "{} ({})",
+            seconds(c.abort_seconds),
+            if c.aborted { "aborted" } else { "NOT aborted" }
+        ),
+        "-".into(),
+        "-".into(),
+    ]);
+    table.row(vec![
+        "failed requests (the injected errors of the bad canary)".into(),
+        format!(
+            "{} of {}",
+            c.failed_requests,
+            c.failed_requests + c.requests_ok
+        ),
+        "-".into(),
+        "-".into(),
+    ]);
+    table.emit();
 }
 
 fn edge_table(e: &edge::EdgeFigures) {

@@ -2,6 +2,7 @@
 //! baseline in the same run, reported as ratios (machines here are shared
 //! and noisy; absolute seconds vary, ratios much less).
 mod build;
+mod canary;
 mod deploy;
 mod edge;
 mod seed;
