@@ -116,6 +116,15 @@ async fn create_then_rows_deleted_then_restore_brings_every_row_back() {
     let manifest_text = std::fs::read_to_string(dir.path().join(format!("{}.json", m.id))).unwrap();
     assert!(!manifest_text.contains(PASSWORD), "{manifest_text}");
 
+    // One value changed: same count, another checksum.
+    sql(&url, "UPDATE items SET name = 'x' WHERE id = 5").await;
+    let changed = stats(&url).await;
+    assert_eq!(changed["public.items"].rows, 1000);
+    assert_ne!(
+        changed["public.items"].checksum,
+        m.tables["public.items"].checksum
+    );
+
     // Data lost and changed after the backup.
     sql(
         &url,

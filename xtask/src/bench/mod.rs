@@ -1,6 +1,7 @@
-//! `cargo xtask bench build|deploy`: speed figures measured against a
+//! `cargo xtask bench build|deploy|backup`: speed figures measured against a
 //! baseline in the same run, reported as ratios (machines here are shared
 //! and noisy; absolute seconds vary, ratios much less).
+mod backup;
 mod build;
 mod deploy;
 mod seed;
@@ -23,12 +24,20 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// backup create and restore of N rows against plain pg_dump and pg_restore, on a throwaway PostgreSQL
+    Backup {
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
         Bench::Build { json } => build::run(json).await,
         Bench::Deploy { json } => deploy::run(json).await,
+        Bench::Backup { rows, json } => backup::run(rows, json).await,
     }
     .map(|()| ExitCode::SUCCESS)
 }

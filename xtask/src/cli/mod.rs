@@ -60,7 +60,7 @@ pub enum Command {
     Down(releases::EnvArg),
     /// Remove the images of releases no longer kept in history [--dry-run]
     Prune(lifecycle::PruneArgs),
-    /// Benchmarks: image build and push, deploy and rollback, each against a baseline
+    /// Benchmarks: image build and push, deploy and rollback, backup and restore, each against a baseline
     #[command(subcommand)]
     Bench(crate::bench::Bench),
     /// Render the compose stacks' HAProxy config (and a dev certificate) into target/balancer-compose
