@@ -133,8 +133,20 @@ async fn create_then_rows_deleted_then_restore_brings_every_row_back() {
     .await;
     assert_ne!(names(&url).await, before);
 
-    let restored = backup::restore(&b, &m.id).await.unwrap();
+    let damaged = stats(&url).await;
+    let restored = backup::restore(&b, &m.id, true).await.unwrap();
     assert!(restored.passed, "{restored:#?}");
+    // The database as it was just before is a backup too: the restore can be undone.
+    let safety = restored.safety_backup.clone().expect("a safety backup");
+    let entries = backup::list(&b).unwrap();
+    let before_restore = entries.iter().find(|e| e.manifest.id == safety).unwrap();
+    assert_eq!(before_restore.manifest.tables, damaged);
+    assert!(before_restore
+        .manifest
+        .note
+        .as_deref()
+        .unwrap()
+        .contains(&m.id));
     assert_eq!(names(&url).await, before, "every row back, as it was");
     assert_eq!(stats(&url).await, m.tables, "checksums equal");
     // The sequence came back too: the next id follows the restored rows.
@@ -160,7 +172,10 @@ async fn a_truncated_or_unreadable_backup_is_refused_and_the_database_is_untouch
     // Truncated: the size and sha256 no longer match the manifest.
     let bytes = std::fs::read(&created.path).unwrap();
     std::fs::write(&created.path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = format!("{:#}", backup::restore(&b, "latest").await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        backup::restore(&b, "latest", true).await.unwrap_err()
+    );
     assert!(err.contains("refusing to restore"), "{err}");
     assert!(err.contains("truncated or corrupt"), "{err}");
     assert!(err.contains("the database was not touched"), "{err}");
@@ -175,13 +190,21 @@ async fn a_truncated_or_unreadable_backup_is_refused_and_the_database_is_untouch
     manifest.sha256 = backup::store::sha256_file(&created.path).unwrap().0;
     manifest.size_bytes = garbage.len() as u64;
     backup::store::write_manifest(&manifest_path, &manifest).unwrap();
-    let err = format!("{:#}", backup::restore(&b, &manifest.id).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        backup::restore(&b, &manifest.id, true).await.unwrap_err()
+    );
     assert!(
         err.contains("pg_restore cannot read its table of contents"),
         "{err}"
     );
     assert!(err.contains("the database was not touched"), "{err}");
     assert_eq!(stats(&url).await, now, "untouched");
+    assert_eq!(
+        backup::list(&b).unwrap().len(),
+        1,
+        "refused before any safety backup"
+    );
 }
 
 #[tokio::test]

@@ -60,9 +60,24 @@ pub struct Created {
 
 /// Takes a backup; `release` is recorded in the manifest.
 pub async fn create(b: &Backups, release: Option<String>) -> Result<Created> {
+    let _lock = store::lock(&b.dir)?;
+    let (manifest, path) = dump(b, release, None).await?;
+    let removed = store::retain(&b.dir, b.keep)?;
+    Ok(Created {
+        manifest,
+        path,
+        removed,
+    })
+}
+
+/// The backup itself, under the folder's lock the caller holds; no retention.
+async fn dump(
+    b: &Backups,
+    release: Option<String>,
+    note: Option<String>,
+) -> Result<(Manifest, PathBuf)> {
     let started = Instant::now();
     let pg_dump = pg::tool("pg_dump")?;
-    let _lock = store::lock(&b.dir)?;
     let id = store::new_id(&b.dir);
     let file = format!("{id}.dump");
     let partial = b.dir.join(format!("{file}.partial"));
@@ -130,6 +145,7 @@ pub async fn create(b: &Backups, release: Option<String>) -> Result<Created> {
         sha256,
         tables,
         duration_seconds: started.elapsed().as_secs_f64(),
+        note,
     };
     let manifest_partial = b.dir.join(format!("{id}.json.partial"));
     store::write_manifest(&manifest_partial, &manifest)?;
@@ -138,12 +154,7 @@ pub async fn create(b: &Backups, release: Option<String>) -> Result<Created> {
         .with_context(|| format!("renaming into {}", path.display()))?;
     std::fs::rename(&manifest_partial, b.dir.join(format!("{id}.json")))
         .context("renaming the manifest into place")?;
-    let removed = store::retain(&b.dir, b.keep)?;
-    Ok(Created {
-        manifest,
-        path,
-        removed,
-    })
+    Ok((manifest, path))
 }
 
 pub fn list(b: &Backups) -> Result<Vec<Entry>> {
@@ -165,6 +176,9 @@ pub struct Checked {
     pub passed: bool,
     pub checks: Vec<Check>,
     pub seconds: f64,
+    /// `restore`: the backup of the database as it was just before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety_backup: Option<String>,
 }
 
 /// The file against its manifest and `pg_restore --list`: what has to pass
@@ -350,6 +364,7 @@ fn report(entry: &Entry, checks: Vec<Check>, started: Instant) -> Checked {
         passed: !checks.is_empty() && checks.iter().all(|c| c.ok),
         checks,
         seconds: started.elapsed().as_secs_f64(),
+        safety_backup: None,
     }
 }
 
@@ -357,7 +372,11 @@ fn report(entry: &Entry, checks: Vec<Check>, started: Instant) -> Checked {
 /// nothing changed, a file that fails its checks; then restores all or
 /// nothing, and reports how the database compares with the manifest
 /// (a difference means something wrote during or after the restore).
-pub async fn restore(b: &Backups, selector: &str) -> Result<Checked> {
+///
+/// With `safety_backup`, the database as it is now is backed up first (a
+/// backup like any other, noted as such, outside retention until the next
+/// `create`): a restore of the wrong backup can itself be undone.
+pub async fn restore(b: &Backups, selector: &str, safety_backup: bool) -> Result<Checked> {
     let started = Instant::now();
     let entry = store::find(&b.dir, selector)?;
     let _lock = store::lock(&b.dir)?;
@@ -365,6 +384,22 @@ pub async fn restore(b: &Backups, selector: &str) -> Result<Checked> {
     check_file(b, &entry, &mut checks)
         .await
         .map_err(|e| anyhow::anyhow!("refusing to restore: {e:#}; the database was not touched"))?;
+    let safety = if safety_backup {
+        let note = format!("safety backup taken before restoring {}", entry.manifest.id);
+        let (manifest, _) = dump(b, None, Some(note)).await.map_err(|e| {
+            anyhow::anyhow!(
+                "refusing to restore: the safety backup of the database as it is failed: {e:#}; the database was not touched (--no-safety-backup restores without one)"
+            )
+        })?;
+        checks.push(Check {
+            name: "safety backup".into(),
+            ok: true,
+            detail: format!("{} (the database before this restore)", manifest.id),
+        });
+        Some(manifest.id)
+    } else {
+        None
+    };
     let t = Instant::now();
     b.conn
         .run(
@@ -401,5 +436,8 @@ pub async fn restore(b: &Backups, selector: &str) -> Result<Checked> {
     let found = pg::table_stats(&client).await?;
     let version = pg::schema_version(&client).await?;
     compare(&entry.manifest, &found, version, &mut checks);
-    Ok(report(&entry, checks, started))
+    Ok(Checked {
+        safety_backup: safety,
+        ..report(&entry, checks, started)
+    })
 }

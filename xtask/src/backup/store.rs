@@ -37,6 +37,9 @@ pub struct Manifest {
     /// Per table, in the same snapshot as the dump: row count and checksum.
     pub tables: Tables,
     pub duration_seconds: f64,
+    /// Why it was taken, when not by `backup create` (e.g. the safety backup before a restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One complete backup: its manifest and where its files are.

@@ -51,6 +51,9 @@ pub enum BackupAction {
         /// Confirm: the database's current contents are replaced
         #[arg(long)]
         yes: bool,
+        /// Skip the backup of the database as it is, taken first by default (for a database too broken to dump)
+        #[arg(long)]
+        no_safety_backup: bool,
         #[arg(long)]
         json: bool,
     },
@@ -121,7 +124,7 @@ pub async fn run(action: BackupAction) -> Result<ExitCode> {
                     backups.dir.display(),
                     backups.keep
                 ),
-                &["id", "created", "size", "schema", "release", "rows"],
+                &["id", "created", "size", "schema", "release", "rows", "note"],
             );
             for e in &entries {
                 let m = &e.manifest;
@@ -138,6 +141,7 @@ pub async fn run(action: BackupAction) -> Result<ExitCode> {
                     opt(m.schema_version),
                     m.release.clone().unwrap_or_else(|| "-".into()),
                     format!("{rows} in {} tables", m.tables.len()),
+                    m.note.clone().unwrap_or_default(),
                 ]);
             }
             table.emit();
@@ -153,6 +157,7 @@ pub async fn run(action: BackupAction) -> Result<ExitCode> {
             env,
             backup,
             yes,
+            no_safety_backup,
             json,
         } => {
             let environment = releases::load_env(&env)?;
@@ -164,7 +169,7 @@ pub async fn run(action: BackupAction) -> Result<ExitCode> {
                     backups.conn.describe()
                 );
             }
-            let checked = backup::restore(&backups, &backup).await?;
+            let checked = backup::restore(&backups, &backup, !no_safety_backup).await?;
             if !checked.passed && !json {
                 eprintln!("restored, but the database differs from the backup: something wrote during or after the restore, or a table the backup does not have exists (restore drops only what the backup holds)");
             }
