@@ -30,7 +30,7 @@ impl std::fmt::Debug for Conn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableStats {
     pub rows: i64,
-    /// `md5sum:A.B`: the md5 of each row's text, summed over the rows (two 60-bit halves).
+    /// `hash64x2:A.B`: two 64-bit hashes of each row's text, each summed over the rows.
     pub checksum: String,
 }
 
@@ -239,15 +239,25 @@ pub async fn tables(client: &impl tokio_postgres::GenericClient) -> Result<Vec<S
 /// Row count and checksum of every user table, as `client` sees them (in a
 /// snapshot transaction: exactly what a dump with that snapshot holds).
 pub async fn table_stats(client: &impl tokio_postgres::GenericClient) -> Result<Tables> {
+    // A row's text depends on these settings: the same everywhere we compare.
+    client
+        .batch_execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';
+             SET extra_float_digits = 3; SET bytea_output = 'hex'",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("setting output formats: {}", describe(&e)))?;
     let mut stats = Tables::new();
     for table in tables(client).await? {
-        // Every column, as the row's text, hashed; the hashes summed (in
-        // two 60-bit halves, as numeric: no overflow), so the checksum
-        // needs no sort and never depends on the rows' physical order.
+        // Every column, as the row's text, hashed with two seeds; the
+        // hashes summed as numeric (no overflow): no sort, no memory per
+        // row, independent of the rows' physical order. hashtextextended is
+        // the hash partitioning relies on, so it is stable across versions.
         let sql = format!(
-            "SELECT count(*)::bigint, coalesce(sum(('x' || substr(h, 1, 15))::bit(60)::bigint), 0)::text
-                 || '.' || coalesce(sum(('x' || substr(h, 16, 15))::bit(60)::bigint), 0)::text
-             FROM (SELECT md5(t::text) AS h FROM {table} t) rows"
+            "SELECT count(*)::bigint,
+                    coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text
+                    || '.' || coalesce(sum(hashtextextended(t::text, 1)::numeric), 0)::text
+             FROM {table} t"
         );
         let row = client
             .query_one(sql.as_str(), &[])
@@ -257,7 +267,7 @@ pub async fn table_stats(client: &impl tokio_postgres::GenericClient) -> Result<
             table,
             TableStats {
                 rows: row.get(0),
-                checksum: format!("md5sum:{}", row.get::<_, String>(1)),
+                checksum: format!("hash64x2:{}", row.get::<_, String>(1)),
             },
         );
     }
