@@ -161,11 +161,14 @@ async fn locked<T>(
 /// Applies every pending migration up to `to` (default: all), oldest first,
 /// each in its own transaction with its record. Returns the versions applied.
 pub async fn up(client: &mut Client, to: Option<i64>) -> Result<Vec<i64>, String> {
-    let to = to.unwrap_or_else(latest);
+    apply(client, MIGRATIONS, to.unwrap_or_else(latest)).await
+}
+
+async fn apply(client: &mut Client, migrations: &[Migration], to: i64) -> Result<Vec<i64>, String> {
     locked(client, async |client: &mut Client| {
         let done: Vec<i64> = applied(client).await?.iter().map(|a| a.version).collect();
         let mut ran = vec![];
-        for m in MIGRATIONS
+        for m in migrations
             .iter()
             .filter(|m| m.version <= to && !done.contains(&m.version))
         {
@@ -252,9 +255,57 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, String> 
     Ok(client)
 }
 
+/// The tests' throwaway PostgreSQL cluster (`app/tests/support/postgres.rs`).
+#[cfg(test)]
+#[path = "../tests/support/postgres.rs"]
+mod test_postgres;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::test_postgres as postgres;
+
+    #[tokio::test]
+    async fn a_failing_migration_is_rolled_back_whole_and_the_version_stays() {
+        let pg = postgres::Postgres::start();
+        let config = crate::deps::parse_postgres_url(&pg.url()).unwrap();
+        let mut client = connect(&config).await.unwrap();
+        let broken = [
+            Migration { version: 1, name: "good", up: "CREATE TABLE good (id int)", down: "DROP TABLE good" },
+            Migration {
+                version: 2,
+                name: "bad",
+                up: "CREATE TABLE half (id int); INSERT INTO good VALUES (1); SELECT no_such_column FROM good",
+                down: "",
+            },
+        ];
+        let err = apply(&mut client, &broken, 2).await.unwrap_err();
+        assert!(err.starts_with("migration 2 (bad) failed and was rolled back: ERROR: column \"no_such_column\" does not exist"), "{err}");
+        let version: i64 = client
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, 1, "the version stays where it was");
+        let half: bool = client
+            .query_one("SELECT to_regclass('half') IS NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(half, "nothing of the failed migration remains");
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM good", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 0);
+        // The lock was released: another run takes it at once.
+        assert_eq!(
+            apply(&mut client, &broken[..1], 2).await.unwrap(),
+            Vec::<i64>::new()
+        );
+    }
 
     #[test]
     fn versions_rise_and_every_file_in_migrations_is_embedded() {
