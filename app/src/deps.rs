@@ -149,6 +149,14 @@ impl Dependency {
     }
 }
 
+/// The PostgreSQL connection settings among the dependencies, if configured.
+pub fn postgres_config(deps: &[Dependency]) -> Option<tokio_postgres::Config> {
+    deps.iter().find_map(|d| match &d.probe {
+        Probe::Postgres { config, .. } => Some(config.clone()),
+        Probe::Redis(..) => None,
+    })
+}
+
 /// tokio-postgres errors print their whole chain; keep the cause, never the config.
 fn describe_pg(e: &tokio_postgres::Error) -> String {
     match std::error::Error::source(e) {

@@ -3,7 +3,9 @@
 mod config;
 mod deps;
 mod healthcheck;
+mod items;
 mod metrics;
+mod migrate;
 mod routes;
 mod shutdown;
 mod state;
@@ -33,6 +35,28 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout_seconds: f64,
     },
+    /// The schema: apply, revert or show the embedded migrations (DATABASE_URL or DATABASE_URL_FILE)
+    #[command(subcommand)]
+    Migrate(MigrateAction),
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration (or up to --to), one transaction each
+    Up {
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// Revert the newest applied migration (or down to --to VERSION; 0 reverts all)
+    Down {
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// The applied, pending and unknown versions; exit 1 when any is pending
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +72,7 @@ fn main() -> ExitCode {
             path,
             timeout_seconds,
         } => runtime.block_on(healthcheck(url, path, timeout_seconds)),
+        Command::Migrate(action) => runtime.block_on(migrate(action)),
     }
 }
 
@@ -93,6 +118,87 @@ async fn healthcheck(url: Option<String>, path: String, timeout_seconds: f64) ->
             ExitCode::FAILURE
         }
     }
+}
+
+async fn migrate(action: MigrateAction) -> ExitCode {
+    let config = match config::Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("app migrate: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(url) = config.database_url else {
+        eprintln!("app migrate: DATABASE_URL (or DATABASE_URL_FILE) is not set");
+        return ExitCode::from(2);
+    };
+    let pg = deps::parse_postgres_url(&url).expect("validated by Config::from_env");
+    let result = async {
+        let mut client = migrate::connect(&pg).await?;
+        match action {
+            MigrateAction::Up { to } => {
+                let ran = migrate::up(&mut client, to).await?;
+                let now = migrate::status(&client).await?.current;
+                match ran.as_slice() {
+                    [] => println!("schema at version {now}: nothing to apply"),
+                    ran => println!("applied {ran:?}: schema at version {now}"),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            MigrateAction::Down { to } => {
+                let current = migrate::status(&client).await?.current;
+                let to = to.unwrap_or_else(|| {
+                    migrate::MIGRATIONS
+                        .iter()
+                        .map(|m| m.version)
+                        .filter(|v| *v < current)
+                        .max()
+                        .unwrap_or(0)
+                });
+                let ran = migrate::down(&mut client, to).await?;
+                let now = migrate::status(&client).await?.current;
+                match ran.as_slice() {
+                    [] => println!("schema at version {now}: nothing to revert"),
+                    ran => println!("reverted {ran:?}: schema at version {now}"),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            MigrateAction::Status { json } => {
+                let status = migrate::status(&client).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status).expect("serialisable")
+                    );
+                } else {
+                    println!(
+                        "schema version {} (this binary carries up to {})",
+                        status.current, status.latest
+                    );
+                    for m in migrate::MIGRATIONS {
+                        let applied = status.applied.iter().find(|a| a.version == m.version);
+                        let state = applied.map_or("pending".to_owned(), |a| {
+                            format!("applied {}", a.applied_at)
+                        });
+                        println!("  {:04} {:<28} {state}", m.version, m.name);
+                    }
+                    for v in &status.unknown {
+                        println!("  {v:04} (unknown to this binary: applied by a newer release)");
+                    }
+                }
+                Ok(if status.pending.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e: String| {
+        eprintln!("app migrate: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn init_logging(format: config::LogFormat) {

@@ -26,7 +26,8 @@ pub fn router(state: SharedState, debug_routes: bool, error_rate: f64) -> Router
         .route("/ready", get(readiness))
         .route("/health/detailed", get(detailed))
         .route("/metrics", get(prometheus_text))
-        .route("/version", get(version));
+        .route("/version", get(version))
+        .merge(crate::items::router(&state));
     if debug_routes {
         router = router.route("/debug/sleep/{ms}", get(sleep));
     }

@@ -1,4 +1,5 @@
 //! The library behind `cargo xtask`; integration tests use it directly.
+pub mod backup;
 pub mod balancer;
 pub mod bench;
 pub mod ci;

@@ -1,6 +1,7 @@
-//! `cargo xtask bench build|deploy`: speed figures measured against a
+//! `cargo xtask bench build|deploy|backup`: speed figures measured against a
 //! baseline in the same run, reported as ratios (machines here are shared
 //! and noisy; absolute seconds vary, ratios much less).
+mod backup;
 mod build;
 mod canary;
 mod deploy;
@@ -28,12 +29,20 @@ pub enum Bench {
         #[arg(long)]
         docker_only: bool,
     },
+    /// backup create and restore of N rows against plain pg_dump and pg_restore, on a throwaway PostgreSQL
+    Backup {
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
         Bench::Build { json } => build::run(json).await,
         Bench::Deploy { json, docker_only } => deploy::run(json, docker_only).await,
+        Bench::Backup { rows, json } => backup::run(rows, json).await,
     }
     .map(|()| ExitCode::SUCCESS)
 }

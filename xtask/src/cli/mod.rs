@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+pub mod backup;
 pub mod compose;
 pub mod image;
 pub mod lab;
@@ -59,7 +60,7 @@ pub enum Command {
     Down(releases::EnvArg),
     /// Remove the images of releases no longer kept in history [--dry-run]
     Prune(lifecycle::PruneArgs),
-    /// Benchmarks: image build and push, deploy and rollback, each against a baseline
+    /// Benchmarks: image build and push, deploy and rollback, backup and restore, each against a baseline
     #[command(subcommand)]
     Bench(crate::bench::Bench),
     /// Render the compose stacks' HAProxy config (and a dev certificate) into target/balancer-compose
@@ -67,6 +68,9 @@ pub enum Command {
     /// A local multi-host lab: namespaces with their own dockerd and sshd [--swarm]
     #[command(subcommand)]
     Lab(lab::LabAction),
+    /// PostgreSQL backups of an environment's database: create, list, verify, restore (docs/DATA.md)
+    #[command(subcommand)]
+    Backup(backup::BackupAction),
     /// Validate every infrastructure file with the tool that reads it
     Lint {
         #[arg(long)]
@@ -120,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::ComposeConfig(args) => compose::run(args),
         Command::Lab(action) => lab::run(action).await,
         Command::Lint { json } => lint::run(json),
+        Command::Backup(action) => backup::run(action).await,
     }
 }
 

@@ -240,6 +240,8 @@ pub struct EnvironmentFile {
     pub swarm: Option<SwarmConfig>,
     /// `strategy = "canary"` only: steps and analysis.
     pub canary: Option<CanaryConfig>,
+    /// `cargo xtask backup`: where the database's backups go (`docs/DATA.md`).
+    pub backup: Option<BackupConfig>,
 }
 
 /// `[swarm]`: the service's update policy and limits. Everything has a default.
@@ -372,9 +374,11 @@ pub fn resolve_secret(name: &str, reference: &str) -> Result<String> {
     }
 }
 
+mod backup;
 mod canary;
 mod validate;
 
+pub use backup::{BackupConfig, BackupSettings};
 pub use canary::{AnalysisConfig, CanaryConfig, FAULT_VARIABLES};
 
 #[cfg(test)]

@@ -339,3 +339,56 @@ fn every_count_and_duration_is_bounded_naming_file_field_and_range() {
     }
     with("initial_delay_ms", "0").unwrap();
 }
+
+#[test]
+fn backup_is_optional_and_checked_field_by_field_without_echoing_a_url() {
+    assert!(parse_str(GOOD).unwrap().file.backup.is_none());
+    let with = |table: &str| parse_str(&format!("{GOOD}\n[backup]\n{table}\n"));
+    let env = with("dir = \"backups\"\ndatabase_url = \"env:XTASK_TEST_DB_URL\"").unwrap();
+    assert_eq!(env.file.backup.as_ref().unwrap().keep, 7, "default keep");
+
+    let err = with("dir = \"b\"\nkeep = 0\ndatabase_url = \"env:X\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("backup.keep = 0: must be between 1 and 1000"),
+        "{err}"
+    );
+    let err = with("dir = \"\"\ndatabase_url = \"env:X\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("backup.dir"), "{err}");
+    let err = with("dir = \"b\"\ndatabase_url = \"postgres://app:s3cret@db/app\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("backup.database_url = …: must be \"env:VARIABLE\""),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    let err = with("dir = \"b\"\ndatabase_url = \"file:relative\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absolute path"), "{err}");
+    let err = with("dir = \"b\"\ndatabase_url = \"env:X\"\nbucket = \"s3://x\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bucket"), "unknown fields are named: {err}");
+    let err = with("database_url = \"env:X\"").unwrap_err().to_string();
+    assert!(err.contains("dir"), "missing fields are named: {err}");
+
+    // Resolving: the settings carry the URL, their Debug never shows it.
+    std::env::set_var("XTASK_TEST_DB_URL", "postgres://app:s3cret@127.0.0.1:1/app");
+    let settings = env.backup().unwrap();
+    assert!(settings.dir.ends_with("backups/dev"));
+    assert!(!format!("{settings:?}").contains("s3cret"));
+    std::env::set_var("XTASK_TEST_DB_URL", "mysql://app:s3cret@db/app");
+    let err = env.backup().unwrap_err().to_string();
+    assert!(
+        err.contains("not a postgres:// URL") && !err.contains("s3cret"),
+        "{err}"
+    );
+    std::env::remove_var("XTASK_TEST_DB_URL");
+    let err = parse_str(GOOD).unwrap().backup().unwrap_err().to_string();
+    assert!(err.contains("no [backup] table"), "{err}");
+}

@@ -39,6 +39,7 @@ impl Environment {
             TargetConfig::Swarm(_) => self.validate_swarm()?,
         }
         self.validate_canary()?;
+        self.validate_backup()?;
         if f.swarm.is_some() && f.target.kind() != TargetKind::Swarm {
             bail!(
                 "{}: [swarm] is for kind = \"swarm\"; remove it",
