@@ -138,11 +138,11 @@ impl DockerTarget {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .with_context(|| format!("creating instance {name} of {}", release.image))?;
+        self.creating.lock().expect("creating").push(name.clone());
+        let created = self.docker.create_container(Some(options), body).await;
+        self.creating.lock().expect("creating").retain(|n| *n != name);
+        let created =
+            created.with_context(|| format!("creating instance {name} of {}", release.image))?;
         let started = async {
             self.docker
                 .start_container(&created.id, None)
@@ -170,6 +170,22 @@ impl DockerTarget {
                 // Never leave a half-started instance behind.
                 let _ = remove_forced(&self.docker, &created.id).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// After an interrupted start: every container whose create was sent but
+    /// never answered is waited for (the engine may still make it) and
+    /// removed, so the undo that follows leaves no orphan.
+    pub(super) async fn settle(&self) {
+        let names = std::mem::take(&mut *self.creating.lock().expect("creating"));
+        for name in names {
+            for _ in 0..30 {
+                if self.docker.inspect_container(&name, None).await.is_ok() {
+                    let _ = remove_forced(&self.docker, &name).await;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }

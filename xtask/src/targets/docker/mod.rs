@@ -79,6 +79,10 @@ pub struct DockerTarget {
     /// The balancer's runtime-API session, shared by every handle this
     /// target opens (see `haproxy::session`).
     session: haproxy::session::Shared,
+    /// Names of instances whose create was sent and not yet answered: a run
+    /// interrupted there (Ctrl-C drops the call) may still get the
+    /// container from the engine after its undo looked (see `settle`).
+    creating: std::sync::Mutex<Vec<String>>,
 }
 
 impl DockerTarget {
@@ -108,6 +112,7 @@ impl DockerTarget {
             app_port: env.file.app.port,
             public_url: env.public_url(),
             session: Default::default(),
+            creating: Default::default(),
         };
         target.adopt_served_pem().await?;
         Ok(target)

@@ -170,6 +170,7 @@ impl Target for DockerTarget {
     }
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
+        self.settle().await;
         crate::strategy::converge(self, to, gate, step).await
     }
 
