@@ -78,7 +78,9 @@ async fn run_steps(outcomes: &mut Vec<Outcome>) -> Result<()> {
     };
     let tests = match record(outcomes, "scan", started, scanned) {
         Ok(()) => step(outcomes, "test", || {
-            cargo(&["test", "--workspace", "--all-targets"])
+            // Every test binary runs even after one fails: a CI run shows
+            // every failure at once, not the first of them.
+            cargo(&["test", "--workspace", "--all-targets", "--no-fail-fast"])
         }),
         Err(e) => Err(e),
     };
