@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 pub mod compose;
+pub mod diagnose;
 pub mod image;
 pub mod lab;
 pub mod lifecycle;
