@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use xtask::targets::Target;
 
 use crate::support::deploy_env::{outcome_of, TestEnv};
-use crate::{figure, instances, load_against, lock_is_free, setup, wait_public};
+use crate::{figure, instances, load_against, lock_is_free, setup, wait_for_lock, wait_public};
 
 /// How the balancer dies.
 #[derive(Clone, Copy, Debug)]
@@ -166,4 +166,92 @@ async fn balancer_killed_between_deploys_is_reported_by_health_and_repaired_by_r
         "next deploy under load",
         format!("{} ok, {} failed", report.ok, report.failed),
     );
+}
+
+/// Expected, for a crash and for `docker kill` of the balancer while a
+/// rolling deploy of the other release waits in its gate (2 s before the
+/// first check): the deploy exits 1, its release recorded failed with the
+/// reason, the lock released, nothing in progress; its automatic rollback
+/// starts the balancer again if it is down and puts the previous release
+/// back into its slots (the public URL answers 200 again, no `route`
+/// needed, none of the new release's instances left); then the next deploy
+/// needs no manual step and, under keep-alive load, fails no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancer_killed_mid_deploy_fails_the_deploy_cleanly_and_the_next_one_recovers() {
+    let (_serial, v1, v2, env) = setup("bmid", 2000).await;
+    // The gate of the new release cannot pass while its slots are gone:
+    // a short deadline keeps the failing run short.
+    env.edit("deadline_seconds = 30", "deadline_seconds = 8");
+    let (ok, _, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
+    assert!(ok, "{stderr}");
+    let client = env.target().await.public_client().unwrap();
+    let t = "balancer_killed_mid_deploy";
+    let mut active = ("r1".to_owned(), v1.clone());
+    let mut next_id = 2;
+    for (how, image) in [(Death::Crash, &v2), (Death::DockerKill, &v1)] {
+        let id = format!("r{next_id}");
+        let deploy = env.spawn_deploy(image);
+        wait_for_lock(&env).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let killed = Instant::now();
+        kill_balancer(&env, how).await;
+        let out = tokio::task::block_in_place(|| deploy.wait_with_output()).unwrap();
+        let failed_after = killed.elapsed();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{how:?}: no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        eprintln!("{how:?}: deploy said {}", report["release"]["reason"]);
+        assert!(!out.status.success(), "{how:?}: {report}");
+        assert_eq!(report["release"]["id"], id.as_str(), "{report}");
+        assert_eq!(report["release"]["outcome"], "failed", "{report}");
+        assert!(lock_is_free(&env).await, "{how:?}: lock released");
+        let (_, history, _) = env.xtask_json(&["history"]);
+        assert_eq!(outcome_of(&history, &id).0, "failed");
+        assert_eq!(outcome_of(&history, &active.0).0, "active");
+        let (_, status, _) = env.xtask_json(&["status"]);
+        assert!(status["in_progress"].is_null(), "{status}");
+
+        // The rollback put the previous release back into the (restarted)
+        // balancer's slots by itself: no `route` needed.
+        let reason = report["release"]["reason"].as_str().unwrap();
+        assert!(!reason.contains("rollback failed"), "{how:?}: {reason}");
+        wait_public(&env, &client, Duration::from_secs(10), |s| s == Some(200)).await;
+        let recovered = killed.elapsed();
+        assert_eq!(instances(&env).await, vec![(active.0.clone(), true); 3]);
+
+        let load = load_against(&env).await;
+        let next = format!("r{}", next_id + 1);
+        let (ok, deployed, stderr) = env.xtask_json(&["deploy", "--image", image]);
+        assert!(
+            ok,
+            "{how:?}: the next deploy needs no manual step: {stderr}"
+        );
+        assert_eq!(deployed["release"]["id"], next.as_str());
+        let report = load.stop().await;
+        assert_eq!(report.failed, 0, "{how:?}: {:?}", report.errors);
+        assert_eq!(instances(&env).await, vec![(next.clone(), true); 3]);
+        figure(
+            t,
+            &format!("{how:?}: kill to deploy exit 1"),
+            format!("{:.2}s", failed_after.as_secs_f64()),
+        );
+        figure(
+            t,
+            &format!("{how:?}: kill to public 200"),
+            format!(
+                "{:.2}s (re-routed by the automatic rollback)",
+                recovered.as_secs_f64()
+            ),
+        );
+        figure(
+            t,
+            &format!("{how:?}: next deploy under load"),
+            format!("{} ok, {} failed", report.ok, report.failed),
+        );
+        active = (next, image.clone());
+        next_id += 2;
+    }
 }

@@ -11,6 +11,7 @@ mod instances;
 mod prune;
 mod records;
 mod repair;
+mod reslot;
 pub(crate) mod traffic;
 
 use std::{
@@ -571,6 +572,7 @@ impl Target for DockerTarget {
     }
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
+        reslot::before_undo(self, to).await?;
         crate::strategy::converge(self, to, gate, step).await
     }
 
