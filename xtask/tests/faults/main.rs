@@ -6,6 +6,7 @@
 //! see them.
 // One file per fault family.
 mod balancer;
+mod prune;
 #[path = "../support/mod.rs"]
 mod support;
 
