@@ -7,6 +7,7 @@
 // One file per fault family.
 mod balancer;
 mod prune;
+mod registry;
 mod stopped;
 #[path = "../support/mod.rs"]
 mod support;
