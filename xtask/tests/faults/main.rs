@@ -6,6 +6,7 @@
 //! see them.
 // One file per fault family.
 mod balancer;
+mod dockerd;
 mod prune;
 mod registry;
 mod stopped;
