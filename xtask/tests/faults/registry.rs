@@ -40,6 +40,13 @@ async fn registry_killed_mid_push_fails_clearly_and_a_retry_after_restart_succee
     let address = state.registry.address.clone();
     let uploads = engine::engine_dir()
         .join("registry/data/docker/registry/v2/repositories/xtask-test-big/_uploads");
+    // Each upload is a folder named by its uuid; aborted ones stay behind.
+    let entries = |dir: &std::path::Path| -> std::collections::BTreeSet<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+            .unwrap_or_default()
+    };
+    let before = entries(&uploads);
     let push = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["push", &reference, "--registry", &address, "--json"])
         .stdout(std::process::Stdio::piped())
@@ -47,7 +54,7 @@ async fn registry_killed_mid_push_fails_clearly_and_a_retry_after_restart_succee
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !uploads.is_dir() {
+    while entries(&uploads).is_subset(&before) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no upload began"

@@ -6,17 +6,38 @@
 //! weights between slotted instances, so without this the rollback failed
 //! too ("no running instance of r1 to send its traffic to") and left the
 //! new release's instances behind.
+use std::time::{Duration, Instant};
+
 use anyhow::Result;
 
 use super::DockerTarget;
 use crate::deploy::release::Release;
 
+/// How long an undo waits for a balancer the engine is restarting (its
+/// restart policy backs off) before it gives up and reports.
+const RESTARTING_WAIT: Duration = Duration::from_secs(15);
+
 pub(super) async fn before_undo(target: &DockerTarget, to: Option<&Release>) -> Result<()> {
     let Some(to) = to else {
         return Ok(());
     };
+    // A crashed balancer is "restarting" for a moment, and HAProxy needs a
+    // moment more to open its runtime socket: exec fails until then.
+    let deadline = Instant::now() + RESTARTING_WAIT;
+    loop {
+        match reslot(target, &to.id).await {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn reslot(target: &DockerTarget, release: &str) -> Result<()> {
     if target.balancer().await.is_none() {
         target.ensure_balancer().await?;
     }
-    target.attach(&to.id).await
+    target.attach(release).await
 }
