@@ -572,7 +572,7 @@ impl Target for DockerTarget {
     }
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
-        reslot::before_undo(self, to).await?;
+        reslot::before_undo(self, to).await;
         crate::strategy::converge(self, to, gate, step).await
     }
 

@@ -17,20 +17,28 @@ use crate::deploy::release::Release;
 /// restart policy backs off) before it gives up and reports.
 const RESTARTING_WAIT: Duration = Duration::from_secs(15);
 
-pub(super) async fn before_undo(target: &DockerTarget, to: Option<&Release>) -> Result<()> {
+/// Never fails the undo by itself: when it cannot reslot, it says why and
+/// the converge runs as it would have without it (and reports its own error).
+pub(super) async fn before_undo(target: &DockerTarget, to: Option<&Release>) {
     let Some(to) = to else {
-        return Ok(());
+        return;
     };
     // A crashed balancer is "restarting" for a moment, and HAProxy needs a
     // moment more to open its runtime socket: exec fails until then.
     let deadline = Instant::now() + RESTARTING_WAIT;
     loop {
         match reslot(target, &to.id).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return,
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                eprintln!(
+                    "warning: putting {} back into the balancer's slots: {e:#}",
+                    to.id
+                );
+                return;
+            }
         }
     }
 }
