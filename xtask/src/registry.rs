@@ -308,6 +308,16 @@ pub async fn push(
             return Err(explain(&message, &target, credentials));
         }
         let status = info.status.unwrap_or_default();
+        // The engine retries a failed upload five times over about 50 s;
+        // a registry that stopped answering fails the push now instead.
+        if status.starts_with("Retrying in") {
+            if let Err(e) = ensure_reachable(registry).await {
+                step.finish("FAILED");
+                return Err(e.context(format!(
+                    "pushing {target}: the registry stopped answering mid-push (the engine was retrying: {status}); nothing was tagged there, push again once it is back"
+                )));
+            }
+        }
         if let Some(found) = status
             .split_whitespace()
             .skip_while(|w| *w != "digest:")

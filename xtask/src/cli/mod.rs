@@ -7,6 +7,7 @@ use serde_json::json;
 
 pub mod backup;
 pub mod compose;
+pub mod diagnose;
 pub mod image;
 pub mod lab;
 pub mod lifecycle;

@@ -20,6 +20,7 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
     let lock = target.lock_read().await?.map(|(_, info)| info);
     let instances = target.instances().await?;
     let active = history.active();
+    let diagnosis = super::diagnose::traffic(&env.name, active, &instances);
     let out = json!({
         "environment": env.name,
         "kind": env.file.target.kind(),
@@ -29,6 +30,7 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
         "instances": instances,
         "lock": lock,
         "recovered_abandoned_run": recovered,
+        "diagnosis": diagnosis,
     });
     if args.json {
         report::print_json(&out);
@@ -51,6 +53,9 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
     match &lock {
         Some(info) => eprintln!("lock: held by {}", info.describe()),
         None => eprintln!("lock: free"),
+    }
+    if let Some(diagnosis) = &diagnosis {
+        eprintln!("warning: {diagnosis}");
     }
     if recovered {
         eprintln!(
@@ -87,7 +92,10 @@ pub async fn health_command(args: EnvJsonArgs) -> Result<ExitCode> {
     for path in ["/health", "/ready", "/health/detailed"] {
         results.extend(target.probes(path, timeout).await?);
     }
-    report_health(&env, &results, args.json)
+    let history = target.read_history().await?;
+    let instances = target.instances().await?;
+    let diagnosis = super::diagnose::traffic(&env.name, history.active(), &instances);
+    report_health(&env, &results, diagnosis.as_deref(), args.json)
 }
 
 /// The public URL on the three health paths, through the balancer's client.
@@ -120,15 +128,18 @@ async fn public_probes(
 fn report_health(
     env: &environment::Environment,
     results: &[(String, gate::ProbeResult)],
+    diagnosis: Option<&str>,
     as_json: bool,
 ) -> Result<ExitCode> {
-    let healthy = !results.is_empty() && results.iter().all(|(_, r)| r.ok());
+    let healthy = diagnosis.is_none() && !results.is_empty() && results.iter().all(|(_, r)| r.ok());
     if as_json {
         let rows: Vec<_> = results
             .iter()
             .map(|(who, r)| json!({ "target": who, "probe": r, "ok": r.ok() }))
             .collect();
-        report::print_json(&json!({ "environment": env.name, "healthy": healthy, "probes": rows }));
+        report::print_json(
+            &json!({ "environment": env.name, "healthy": healthy, "probes": rows, "diagnosis": diagnosis }),
+        );
     } else {
         let mut table = report::Table::new(
             &format!("health of {}", env.name),
@@ -147,6 +158,12 @@ fn report_health(
             ]);
         }
         table.emit();
+    }
+    if let Some(diagnosis) = diagnosis {
+        if !as_json {
+            eprintln!("{diagnosis}");
+        }
+        report::error(diagnosis);
     }
     if !healthy {
         report::error(&format!("{} is unhealthy", env.name));

@@ -164,16 +164,33 @@ pub async fn while_held<T>(
 
 /// Renews until the lock turns out lost; returns why. A failed renewal is
 /// retried on the next tick: only a lock that is someone else's now is lost.
+/// Its own clock decides first: a run stopped (SIGSTOP, Ctrl-Z, a frozen
+/// VM) past its time-to-live may have been taken over, so it gives up on
+/// its first look after resuming, before `work` is polled again (the select
+/// is biased) and without waiting for the store to answer.
 async fn keep_renewed(
     store: &impl LockStore,
     env: &str,
     held: &Held,
     every: Duration,
 ) -> anyhow::Error {
+    let ttl = held.info.ttl_seconds.min(i64::MAX as u64) as i64;
+    let mut renewed_at = held.info.since;
+    let mut next = tokio::time::Instant::now() + every;
     loop {
-        tokio::time::sleep(every).await;
-        match store.lock_renew(&held.token, chrono::Utc::now().timestamp()).await {
-            Ok(Renewal::Renewed) => {}
+        tokio::time::sleep(every.min(Duration::from_secs(1))).await;
+        let now = chrono::Utc::now().timestamp();
+        if now >= renewed_at.saturating_add(ttl) {
+            return anyhow::anyhow!(
+                "lost the lock on {env}: its time-to-live ({ttl}s) passed without a renewal while this run was stopped or stalled, so another run may have taken it over; this run stopped without changing anything more (see `cargo xtask status -e {env}`)"
+            );
+        }
+        if tokio::time::Instant::now() < next {
+            continue;
+        }
+        next = tokio::time::Instant::now() + every;
+        match store.lock_renew(&held.token, now).await {
+            Ok(Renewal::Renewed) => renewed_at = now,
             Ok(Renewal::Lost) => {
                 return anyhow::anyhow!(
                     "lost the lock on {env}: another run took it over while this one was stopped or stalled past its time-to-live; this run stopped without changing anything more (see `cargo xtask status -e {env}`)"

@@ -198,6 +198,13 @@ pub async fn start() -> Result<Started> {
                 started_now: false,
             });
         }
+        if answers(&state.docker_host).await {
+            // Only the registry died: it comes back alone, same address and storage.
+            return Ok(Started {
+                state: restart_registry().await?,
+                started_now: true,
+            });
+        }
         eprintln!(
             "engine state in {} is stale; cleaning up before starting again",
             state_file().display()
@@ -233,6 +240,16 @@ pub async fn start() -> Result<Started> {
         state,
         started_now: true,
     })
+}
+
+/// Starts the recorded registry again (stopping it first if it still runs)
+/// on its address, with its credentials and storage, and records its pid.
+pub async fn restart_registry() -> Result<EngineState> {
+    let mut state =
+        load_state()?.context("no engine recorded: run `cargo xtask engine start` first")?;
+    state.registry = registry::restart(&state.registry).await?;
+    save_state(&state)?;
+    Ok(state)
 }
 
 async fn existing_engine() -> Option<String> {

@@ -138,6 +138,21 @@ pub async fn start(dir: &Path) -> Result<RegistryState> {
     })
 }
 
+/// The registry `start` made, started again on the same address with the
+/// same config, credentials and storage (after it crashed or was stopped):
+/// what was pushed before is still there and pushes retried after it work.
+pub(crate) async fn restart(state: &RegistryState) -> Result<RegistryState> {
+    let old = &state.process;
+    daemon::stop(old.pid, &old.marker, Duration::from_secs(5))?;
+    let pid = daemon::spawn("docker-registry", &["serve", &old.marker], &old.log)?;
+    let process = ManagedProcess { pid, ..old.clone() };
+    wait_until_serving(&state.address, &process).await?;
+    Ok(RegistryState {
+        process,
+        ..state.clone()
+    })
+}
+
 /// Ready means `/v2/` answers 401: serving, with authentication on.
 async fn wait_until_serving(address: &str, process: &ManagedProcess) -> Result<()> {
     let client = reqwest::Client::new();

@@ -140,7 +140,10 @@ impl DockerTarget {
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         self.creating.lock().expect("creating").push(name.clone());
         let created = self.docker.create_container(Some(options), body).await;
-        self.creating.lock().expect("creating").retain(|n| *n != name);
+        self.creating
+            .lock()
+            .expect("creating")
+            .retain(|n| *n != name);
         let created =
             created.with_context(|| format!("creating instance {name} of {}", release.image))?;
         let started = async {

@@ -16,6 +16,7 @@ mod instances;
 mod prune;
 mod records;
 mod repair;
+mod reslot;
 mod target;
 mod tls;
 pub(crate) mod traffic;

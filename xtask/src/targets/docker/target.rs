@@ -171,6 +171,7 @@ impl Target for DockerTarget {
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
         self.settle().await;
+        super::reslot::before_undo(self, to).await;
         crate::strategy::converge(self, to, gate, step).await
     }
 
