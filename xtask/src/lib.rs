@@ -17,6 +17,7 @@ pub mod load;
 pub mod nginx;
 pub mod private_dir;
 pub mod progress;
+pub mod prometheus;
 pub mod registry;
 pub mod report;
 pub mod scan;

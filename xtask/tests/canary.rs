@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 
 use support::{
     canary::{
-        canary_table, finished, held_steps, served_share, spawn_deploy, wait_for_share, Counter,
-        Counts,
+        assert_step_shares, canary_table, finished, held_steps, spawn_deploy, wait_for_share,
+        Counter, Counts,
     },
     deploy_env::TestEnv,
-    prometheus::Prometheus,
 };
 use xtask::targets::docker::DockerTarget;
 
@@ -91,7 +90,7 @@ async fn a_good_canary_gets_its_shares_and_is_promoted_and_a_killed_one_goes_bac
     canary_table(&env, "http://127.0.0.1:9", 10, 2.0);
     let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
     assert!(ok, "{first} {stderr}");
-    let prometheus = Prometheus::start(exporter).await;
+    let prometheus = support::prometheus::start(exporter).await;
     env.edit("http://127.0.0.1:9", &prometheus.url);
     let target = env.target().await;
     let load = env
@@ -100,29 +99,11 @@ async fn a_good_canary_gets_its_shares_and_is_promoted_and_a_killed_one_goes_bac
 
     let mut child = spawn_deploy(&env, &v2, &[]);
     let steps = held_steps(&target, "r2", &mut child).await;
-    let (share_10, counted_10) = steps
-        .get(&10)
-        .map_or((0.0, 0), |(a, b)| served_share(a, b, "r2"));
-    let (share_50, counted_50) = steps
-        .get(&50)
-        .map_or((0.0, 0), |(a, b)| served_share(a, b, "r2"));
     let (ok, report, stderr) = finished(child);
     assert!(ok, "{report} {stderr}");
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "{:?}", stats.errors);
-    println!("canary served {share_10:.1} % of {counted_10} at 10 %, {share_50:.1} % of {counted_50} at 50 %");
-    assert!(
-        counted_10 >= 100 && counted_50 >= 100,
-        "enough requests to count: {counted_10}, {counted_50}"
-    );
-    assert!(
-        (share_10 - 10.0).abs() <= 3.0,
-        "10 % step served {share_10:.1} %"
-    );
-    assert!(
-        (share_50 - 50.0).abs() <= 5.0,
-        "50 % step served {share_50:.1} %"
-    );
+    assert_step_shares(&steps, "r2", "canary");
     assert_eq!(report["release"]["outcome"], "active");
     // Every measurement is kept with the release: 2 queries at 2 steps.
     let analysis = report["release"]["analysis"].as_array().unwrap();
@@ -174,7 +155,7 @@ async fn a_canary_with_errors_is_aborted_at_once_and_a_silent_prometheus_never_p
     // traffic while the step lasts, and the whole run stays under that.
     canary_table(&env, "http://127.0.0.1:9", 5, 1.0);
     assert!(env.xtask_json(&["deploy", "--image", &v1]).0);
-    let mut prometheus = Prometheus::start(exporter).await;
+    let mut prometheus = support::prometheus::start(exporter).await;
     env.edit("http://127.0.0.1:9", &prometheus.url);
     let target = env.target().await;
     let load = env

@@ -3,19 +3,16 @@
 //! the steps and their analysis cost), and a canary with errors: the time
 //! from the failing evaluation to the stable release serving alone. A real
 //! Prometheus (Debian `prometheus`) scrapes the balancer's exporter.
-use std::{
-    collections::BTreeMap,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
     deploy::{self, DeployReport, Source},
     environment::{self, AnalysisConfig, CanaryConfig, Strategy},
     load::Load,
+    prometheus::Prometheus,
     setup,
     targets::{docker::DockerTarget, Target},
 };
@@ -32,59 +29,12 @@ pub struct CanaryFigures {
     pub requests_ok: u64,
 }
 
-/// Prometheus on a free port, scraping `exporter` every 250 ms; killed on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn prometheus(exporter: u16) -> Result<Prometheus> {
     setup::ensure(&[setup::Tool {
         program: "prometheus",
         package: "prometheus",
     }])?;
-    let dir = tempfile::tempdir().context("a folder for the bench's Prometheus")?;
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!("global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\nscrape_configs:\n  - job_name: balancer\n    static_configs:\n      - targets: ['127.0.0.1:{exporter}']\n"),
-    )?;
-    let port = super::free_port()?;
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting prometheus")?;
-    let prometheus = Prometheus {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let query = format!("{}/api/v1/query?query=up", prometheus.url);
-    for _ in 0..300 {
-        if let Ok(r) = reqwest::get(&query).await {
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            if body["data"]["result"][0]["value"][1] == "1" {
-                return Ok(prometheus);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the bench's Prometheus never scraped the balancer at 127.0.0.1:{exporter}")
+    Prometheus::start(exporter).await
 }
 
 /// `[canary]` for the bench: zero pause, judged on the balancer being up (a

@@ -106,3 +106,27 @@ pub fn served_share(
     let total: u64 = after.keys().map(|r| delta(r)).sum();
     (delta(release) as f64 * 100.0 / total.max(1) as f64, total)
 }
+
+/// The shares `release` served while it held 10 % and 50 % of the weight,
+/// counted by the balancer: within 3 and 5 points, over enough requests.
+pub fn assert_step_shares(steps: &BTreeMap<u32, (Counts, Counts)>, release: &str, what: &str) {
+    let share = |step: u32| {
+        steps
+            .get(&step)
+            .map_or((0.0, 0), |(a, b)| served_share(a, b, release))
+    };
+    let ((share_10, counted_10), (share_50, counted_50)) = (share(10), share(50));
+    println!("{what} served {share_10:.1} % of {counted_10} at 10 %, {share_50:.1} % of {counted_50} at 50 %");
+    assert!(
+        counted_10 >= 100 && counted_50 >= 100,
+        "enough requests to count: {counted_10}, {counted_50}"
+    );
+    assert!(
+        (share_10 - 10.0).abs() <= 3.0,
+        "10 % step served {share_10:.1} %"
+    );
+    assert!(
+        (share_50 - 50.0).abs() <= 5.0,
+        "50 % step served {share_50:.1} %"
+    );
+}

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use super::*;
 use support::{
     canary::{
-        canary_table, finished, held_steps, served_share, spawn_deploy, wait_for_share, Counter,
-        Counts,
+        assert_step_shares, canary_table, finished, held_steps, spawn_deploy, wait_for_share,
+        Counter, Counts,
     },
     prometheus::Prometheus,
 };
@@ -51,7 +51,7 @@ async fn canary_setup(
     canary_table(&env, "http://127.0.0.1:9", first_step, pause);
     let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
     assert!(ok, "{first} {stderr}");
-    let prometheus = Prometheus::start(exporter).await;
+    let prometheus = support::prometheus::start(exporter).await;
     env.edit("http://127.0.0.1:9", &prometheus.url);
     (serial, v2, env, prometheus)
 }
@@ -63,27 +63,9 @@ async fn a_swarm_canary_gets_its_shares_and_is_promoted_or_aborted_at_once() {
     let load = load_against(&env).await;
     let mut child = spawn_deploy(&env, &v2, &[]);
     let steps = held_steps(&target, "r2", &mut child).await;
-    let (share_10, counted_10) = steps
-        .get(&10)
-        .map_or((0.0, 0), |(a, b)| served_share(a, b, "r2"));
-    let (share_50, counted_50) = steps
-        .get(&50)
-        .map_or((0.0, 0), |(a, b)| served_share(a, b, "r2"));
     let (ok, report, stderr) = finished(child);
     assert!(ok, "{report} {stderr}");
-    println!("swarm canary served {share_10:.1} % of {counted_10} at 10 %, {share_50:.1} % of {counted_50} at 50 %");
-    assert!(
-        counted_10 >= 100 && counted_50 >= 100,
-        "enough requests: {counted_10}, {counted_50}"
-    );
-    assert!(
-        (share_10 - 10.0).abs() <= 3.0,
-        "10 % step served {share_10:.1} %"
-    );
-    assert!(
-        (share_50 - 50.0).abs() <= 5.0,
-        "50 % step served {share_50:.1} %"
-    );
+    assert_step_shares(&steps, "r2", "swarm canary");
     assert_eq!(
         report["release"]["analysis"].as_array().unwrap().len(),
         4,
