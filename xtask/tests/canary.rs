@@ -211,6 +211,11 @@ async fn a_canary_with_errors_is_aborted_at_once_and_a_silent_prometheus_never_p
     let last = history.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["outcome"], "failed");
     assert_eq!(last["analysis"][0]["verdict"], "fail", "{last}");
+    let (_, status, _) = env.xtask_json(&["status"]);
+    assert_eq!(
+        status["latest_release"]["analysis"][0]["verdict"], "fail",
+        "{status}"
+    );
     let text = env.xtask(&["history"]);
     let shown = String::from_utf8_lossy(&text.stderr);
     assert!(

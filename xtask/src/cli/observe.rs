@@ -27,6 +27,8 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
         "public_url": target.public_url(),
         "active_release": active.map(|r| r.redacted()),
         "in_progress": history.in_progress().map(|r| r.id.clone()),
+        // The newest release, active or not: a failed canary's measurements.
+        "latest_release": history.releases.last().map(|r| r.redacted()),
         "instances": instances,
         "lock": lock,
         "recovered_abandoned_run": recovered,
@@ -80,6 +82,9 @@ pub async fn status(args: EnvJsonArgs) -> Result<ExitCode> {
         ]);
     }
     table.emit();
+    if let Some(latest) = history.releases.last() {
+        super::releases::print_analysis(latest);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

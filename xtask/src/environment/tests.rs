@@ -392,3 +392,34 @@ fn backup_is_optional_and_checked_field_by_field_without_echoing_a_url() {
     let err = parse_str(GOOD).unwrap().backup().unwrap_err().to_string();
     assert!(err.contains("no [backup] table"), "{err}");
 }
+
+#[test]
+fn a_rollback_in_a_canary_environment_goes_back_at_once() {
+    use crate::deploy::{draft_release, release::History, Options, Source};
+    let canary = GOOD.replace("\"rolling\"", "\"canary\"")
+        + "[canary]\nsteps = [10, 50, 100]\nprometheus_url = \"http://127.0.0.1:9090\"\n[[canary.analysis]]\nname = \"errors\"\nquery = \"x\"\nmax = 0.05\n";
+    let env = parse_str(&canary).unwrap();
+    let mut history = History::default();
+    let options = Options {
+        strategy: None,
+        quiet: true,
+        command: "test".into(),
+    };
+    for image in ["app:1", "app:2"] {
+        let source = Source::Image {
+            image: image.into(),
+            overrides: Default::default(),
+        };
+        let release = draft_release(&env, &history, source, &options).unwrap();
+        assert_eq!(release.strategy, Strategy::Canary);
+        let id = history.begin(release);
+        history.activate(&id, "now");
+    }
+    let back = draft_release(&env, &history, Source::Restore { to: None }, &options).unwrap();
+    assert_eq!(back.image, "app:1");
+    assert_eq!(
+        back.strategy,
+        Strategy::BlueGreen,
+        "no steps on the way back"
+    );
+}
