@@ -17,6 +17,27 @@ enum Death {
     DockerKill,
 }
 
+/// Until the balancer has `count` slots in use (not in MAINT).
+async fn wait_for_slots(env: &TestEnv, count: usize) {
+    let target = env.target().await;
+    for _ in 0..400 {
+        if let Ok(balancer) =
+            xtask::haproxy::HaproxyBalancer::open(target.docker(), target.scope()).await
+        {
+            let rows = balancer.servers().await.unwrap_or_default();
+            let used = rows
+                .iter()
+                .filter(|r| r.status != xtask::haproxy::ServerStatus::Maint)
+                .count();
+            if used >= count {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the deploy never gave its new instances their slots");
+}
+
 async fn kill_balancer(env: &TestEnv, how: Death) {
     let target = env.target().await;
     let name = xtask::haproxy::container_name(target.scope());
@@ -192,7 +213,10 @@ async fn balancer_killed_mid_deploy_fails_the_deploy_cleanly_and_the_next_one_re
         let id = format!("r{next_id}");
         let deploy = env.spawn_deploy(image);
         wait_for_lock(&env).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // In the gate: the first new instance has its slot (at weight 0,
+        // beside the 3 serving). A balancer lost before that is made again
+        // by the deploy itself, which then succeeds: not this fault.
+        wait_for_slots(&env, 4).await;
         let killed = Instant::now();
         kill_balancer(&env, how).await;
         let out = tokio::task::block_in_place(|| deploy.wait_with_output()).unwrap();
