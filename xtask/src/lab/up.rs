@@ -219,6 +219,11 @@ async fn make(lab: &mut Lab, options: &Options) -> Result<()> {
     }
 
     options.check("sshd")?;
+    // OpenSSH's privilege separation folder: made by its service unit on a
+    // machine that runs one, absent on a fresh container or CI runner.
+    let privsep = std::path::Path::new("/run/sshd");
+    std::fs::create_dir_all(privsep)
+        .with_context(|| format!("creating {} for sshd", privsep.display()))?;
     let authorized = lab.ssh.key.with_extension("pub");
     let mut host_keys = Vec::new();
     for host in lab.hosts.iter_mut() {

@@ -8,7 +8,10 @@ use std::{
 use anyhow::{Context, Result};
 use bollard::{
     models::{Task, TaskState},
-    query_parameters::{InspectNetworkOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder},
+    query_parameters::{
+        InspectNetworkOptionsBuilder, ListContainersOptionsBuilder, ListTasksOptionsBuilder,
+        LogsOptionsBuilder,
+    },
 };
 use serde::Serialize;
 
@@ -110,17 +113,56 @@ impl SwarmTarget {
             .verbose(true)
             .scope("swarm")
             .build();
-        match self
+        let mut found = match self
             .docker
             .inspect_network(&self.network, Some(options))
             .await
         {
-            Ok(network) => Ok(endpoints_of(&network)),
+            Ok(network) => endpoints_of(&network),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(HashMap::new()),
-            Err(e) => Err(e).with_context(|| format!("inspecting network {}", self.network)),
-        }
+            }) => HashMap::new(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("inspecting network {}", self.network))
+            }
+        };
+        // The verbose inspect's service records come by gossip and may lag
+        // or be absent (seen: none at all on a fresh engine); the tasks on
+        // this node are also known by their containers' own addresses.
+        found.extend(self.local_endpoints().await?);
+        Ok(found)
+    }
+
+    /// Task id -> overlay address of the environment's task containers on
+    /// the node this runner talks to.
+    async fn local_endpoints(&self) -> Result<HashMap<String, IpAddr>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={}", labels::SCOPE, self.scope)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .with_context(|| format!("listing the task containers of {}", self.scope))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let task = c.labels.as_ref()?.get("com.docker.swarm.task.id")?.clone();
+                let ip = c
+                    .network_settings?
+                    .networks?
+                    .remove(&self.network)?
+                    .ip_address
+                    .filter(|a| !a.is_empty())?
+                    .parse::<IpAddr>()
+                    .ok()?;
+                Some((task, ip))
+            })
+            .collect())
     }
 
     /// Every task swarm still reports for the service, newest first.
