@@ -4,7 +4,7 @@
 //! up|down|status` runs them; a session advisory lock keeps two runners
 //! (two instances starting, two deploys) from applying the same one twice.
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{types::ToSql, Client};
 
 pub struct Migration {
     pub version: i64,
@@ -172,23 +172,11 @@ async fn apply(client: &mut Client, migrations: &[Migration], to: i64) -> Result
             .iter()
             .filter(|m| m.version <= to && !done.contains(&m.version))
         {
-            let failed = |e: tokio_postgres::Error| {
-                format!(
-                    "migration {} ({}) failed and was rolled back: {}",
-                    m.version,
-                    m.name,
-                    describe(&e)
-                )
-            };
-            let tx = client.transaction().await.map_err(failed)?;
-            tx.batch_execute(m.up).await.map_err(failed)?;
-            tx.execute(
+            let record = (
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                &[&m.version, &m.name],
-            )
-            .await
-            .map_err(failed)?;
-            tx.commit().await.map_err(failed)?;
+                &[&m.version as &(dyn ToSql + Sync), &m.name][..],
+            );
+            in_one_transaction(client, m, m.up, record, "migration").await?;
             ran.push(m.version);
         }
         Ok(ran)
@@ -210,25 +198,39 @@ pub async fn down(client: &mut Client, to: i64) -> Result<Vec<i64>, String> {
                     a.version, a.name
                 ));
             };
-            let failed = |e: tokio_postgres::Error| {
-                format!(
-                    "reverting migration {} ({}) failed and was rolled back: {}",
-                    m.version,
-                    m.name,
-                    describe(&e)
-                )
-            };
-            let tx = client.transaction().await.map_err(failed)?;
-            tx.batch_execute(m.down).await.map_err(failed)?;
-            tx.execute("DELETE FROM schema_migrations WHERE version = $1", &[&m.version])
-                .await
-                .map_err(failed)?;
-            tx.commit().await.map_err(failed)?;
+            let record = (
+                "DELETE FROM schema_migrations WHERE version = $1",
+                &[&m.version as &(dyn ToSql + Sync)][..],
+            );
+            in_one_transaction(client, m, m.down, record, "reverting migration").await?;
             ran.push(m.version);
         }
         Ok(ran)
     })
     .await
+}
+
+/// A migration's SQL and its record in `schema_migrations` in one
+/// transaction: a failure leaves neither, and names the migration.
+async fn in_one_transaction(
+    client: &mut Client,
+    m: &Migration,
+    sql: &str,
+    (record, params): (&str, &[&(dyn ToSql + Sync)]),
+    what: &str,
+) -> Result<(), String> {
+    let failed = |e: tokio_postgres::Error| {
+        format!(
+            "{what} {} ({}) failed and was rolled back: {}",
+            m.version,
+            m.name,
+            describe(&e)
+        )
+    };
+    let tx = client.transaction().await.map_err(failed)?;
+    tx.batch_execute(sql).await.map_err(failed)?;
+    tx.execute(record, params).await.map_err(failed)?;
+    tx.commit().await.map_err(failed)
 }
 
 /// Connects for a migration run: no timeout of ours (a migration takes what it takes).

@@ -189,9 +189,17 @@ pub struct ExecOutput {
     pub exit_code: Option<i64>,
 }
 
-/// Runs `cmd` in the container and waits for it; output is collected whole.
-pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<ExecOutput> {
+/// Creates and starts `cmd` in the container, attached to its output (and
+/// to its stdin when `stdin`): what `exec` and the runtime-API session
+/// share. Returns the exec's id (for its exit code) with its streams.
+pub async fn start_attached(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    stdin: bool,
+) -> Result<(String, StartExecResults)> {
     let config = ExecConfig {
+        attach_stdin: Some(stdin),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
@@ -200,7 +208,7 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<Exec
     let created = docker
         .create_exec(container, config)
         .await
-        .with_context(|| format!("creating an exec in {container}"))?;
+        .with_context(|| format!("creating an exec of {cmd:?} in {container}"))?;
     let options = StartExecOptions {
         detach: false,
         tty: false,
@@ -210,7 +218,13 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<Exec
     let started = docker
         .start_exec(&created.id, Some(options))
         .await
-        .with_context(|| format!("starting an exec in {container}"))?;
+        .with_context(|| format!("starting an exec of {cmd:?} in {container}"))?;
+    Ok((created.id, started))
+}
+
+/// Runs `cmd` in the container and waits for it; output is collected whole.
+pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<ExecOutput> {
+    let (id, started) = start_attached(docker, container, cmd, false).await?;
     let (mut stdout, mut stderr) = (String::new(), String::new());
     if let StartExecResults::Attached { mut output, .. } = started {
         while let Some(chunk) = output.next().await {
@@ -225,7 +239,7 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<Exec
         bail!("exec in {container} started detached");
     }
     let inspect = docker
-        .inspect_exec(&created.id)
+        .inspect_exec(&id)
         .await
         .with_context(|| format!("inspecting the exec in {container}"))?;
     Ok(ExecOutput {

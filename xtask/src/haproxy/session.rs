@@ -14,12 +14,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use bollard::{
-    container::LogOutput,
-    exec::{StartExecOptions, StartExecResults},
-    models::ExecConfig,
-    Docker,
-};
+use bollard::{container::LogOutput, exec::StartExecResults, Docker};
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -103,26 +98,9 @@ pub struct Session {
 impl Session {
     /// Starts `balancer-ctl --session` in `container` and reads its banner.
     pub async fn open(docker: &Docker, container: &str) -> Result<Session> {
-        let config = ExecConfig {
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(vec![CTL_IN_IMAGE.to_owned(), "--session".to_owned()]),
-            ..Default::default()
-        };
-        let created = docker
-            .create_exec(container, config)
-            .await
-            .with_context(|| format!("creating a session exec in {container}"))?;
-        let options = StartExecOptions {
-            detach: false,
-            tty: false,
-            output_capacity: Some(1 << 20),
-        };
-        let started = docker
-            .start_exec(&created.id, Some(options))
-            .await
-            .with_context(|| format!("starting a session exec in {container}"))?;
+        let (_, started) =
+            super::engine::start_attached(docker, container, &[CTL_IN_IMAGE, "--session"], true)
+                .await?;
         let StartExecResults::Attached { output, input } = started else {
             bail!("session exec in {container} started detached");
         };
