@@ -22,6 +22,7 @@ pub mod registry;
 pub mod report;
 pub mod scan;
 pub mod setup;
+pub mod ssh;
 pub mod strategy;
 pub mod targets;
 pub mod venv;

@@ -2,12 +2,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // Every --json flag is spelled so; a failure then still answers in JSON.
     let json = std::env::args().skip(1).any(|a| a == "--json");
     let cli = xtask::cli::Cli::parse();
-    match xtask::cli::run(cli).await {
+    // Before the runtime's threads exist: it may put an ssh wrapper on PATH.
+    let ssh = xtask::ssh::from_environment();
+    let outcome = match ssh {
+        Ok(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(xtask::cli::run(cli))),
+        Err(ref e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    let code = match outcome {
         Ok(code) => code,
         Err(e) => {
             xtask::report::error(&format!("{e:#}"));
@@ -17,5 +26,8 @@ async fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
-    }
+    };
+    // The identity's folder (key included) goes before the process does.
+    drop(ssh);
+    code
 }

@@ -94,6 +94,9 @@ enum Transport {
         address: String,
         dir: PathBuf,
     },
+    /// ssh://[user@]host[:port]: bollard runs `docker system dial-stdio`
+    /// there through this machine's OpenSSH client (`crate::ssh`).
+    Ssh(String),
 }
 
 /// unix:// as it is; tcp:// only over TLS. A plain tcp:// engine would get
@@ -106,12 +109,18 @@ fn transport(docker_host: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<
     if let Some(path) = docker_host.strip_prefix("unix://") {
         return Ok(Transport::Unix(path.to_owned()));
     }
+    if let Some(rest) = docker_host.strip_prefix("ssh://") {
+        if rest.is_empty() || rest.contains('/') {
+            bail!("{docker_host}: an SSH engine address is ssh://[user@]host[:port], with no path");
+        }
+        return Ok(Transport::Ssh(docker_host.to_owned()));
+    }
     let Some(address) = docker_host
         .strip_prefix("tcp://")
         .or_else(|| docker_host.strip_prefix("https://"))
         .or_else(|| docker_host.strip_prefix("http://"))
     else {
-        bail!("{docker_host}: not an engine address this tool speaks to; use unix:///path/to/docker.sock, or tcp://host:port with TLS (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)");
+        bail!("{docker_host}: not an engine address this tool speaks to; use unix:///path/to/docker.sock, ssh://user@host[:port], or tcp://host:port with TLS (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)");
     };
     let wants_tls = var("DOCKER_TLS_VERIFY").is_some() || var("DOCKER_CERT_PATH").is_some();
     if !wants_tls {
@@ -140,16 +149,33 @@ fn transport(docker_host: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<
     })
 }
 
-/// Connects to `unix:///path` or `tcp://host:port` over TLS and negotiates
-/// the API version down to what the engine speaks (Debian's dockerd is API 1.41).
+/// Connects to `unix:///path`, `ssh://user@host` or `tcp://host:port` over
+/// TLS and negotiates the API version down to what the engine speaks
+/// (Debian's dockerd is API 1.41).
 pub async fn connect(docker_host: &str) -> Result<Docker> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let docker = client(transport(docker_host, &var)?)
+    let transport = transport(docker_host, &var)?;
+    // An SSH connection starts a master and a remote `docker` process first.
+    let (limit, hint) = match &transport {
+        Transport::Ssh(_) => (
+            Duration::from_secs(20),
+            " (reached over SSH: is sshd running there, does it accept this machine's key \
+             (ssh-agent, ~/.ssh or XTASK_SSH_KEY), is the host in known_hosts, \
+             and does `docker` on that host reach its engine?)",
+        ),
+        _ => (Duration::from_secs(5), ""),
+    };
+    let docker = client(transport)
         .with_context(|| format!("connecting to the Docker engine at {docker_host}"))?;
-    tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())
+    tokio::time::timeout(limit, docker.negotiate_version())
         .await
-        .with_context(|| format!("the Docker engine at {docker_host} did not answer within 5s"))?
-        .with_context(|| format!("negotiating the API version with {docker_host}"))
+        .with_context(|| {
+            format!(
+                "the Docker engine at {docker_host} did not answer within {}s{hint}",
+                limit.as_secs()
+            )
+        })?
+        .with_context(|| format!("negotiating the API version with {docker_host}{hint}"))
 }
 
 fn client(transport: Transport) -> Result<Docker, bollard::errors::Error> {
@@ -165,6 +191,9 @@ fn client(transport: Transport) -> Result<Docker, bollard::errors::Error> {
             300,
             bollard::API_DEFAULT_VERSION,
         ),
+        Transport::Ssh(address) => {
+            Docker::connect_with_ssh(&address, 300, bollard::API_DEFAULT_VERSION, None)
+        }
     }
 }
 
@@ -358,7 +387,14 @@ mod tests {
             transport("unix:///var/run/docker.sock", &vars(&[])).unwrap(),
             Transport::Unix("/var/run/docker.sock".into())
         );
-        assert!(transport("ssh://root@host", &vars(&[])).is_err());
+        assert_eq!(
+            transport("ssh://deploy@10.0.0.5:2222", &vars(&[])).unwrap(),
+            Transport::Ssh("ssh://deploy@10.0.0.5:2222".into())
+        );
+        let err = transport("ssh://root@host/var/run/docker.sock", &vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ssh://[user@]host[:port]"), "{err}");
     }
 
     #[test]
