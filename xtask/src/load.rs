@@ -14,6 +14,7 @@ pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+#[derive(Debug)]
 pub struct LoadReport {
     pub ok: u64,
     pub failed: u64,

@@ -8,6 +8,7 @@ use serde_json::json;
 pub mod backup;
 pub mod compose;
 pub mod diagnose;
+pub mod hosts;
 pub mod image;
 pub mod lab;
 pub mod lifecycle;
@@ -66,6 +67,9 @@ pub enum Command {
     Bench(crate::bench::Bench),
     /// Render the compose stacks' HAProxy config (and a dev certificate) into target/balancer-compose
     ComposeConfig(compose::ComposeConfigArgs),
+    /// The engines of an environment: `prepare` builds the balancer image on each (docs/FLEET.md)
+    #[command(subcommand)]
+    Hosts(hosts::HostsAction),
     /// A local multi-host lab: namespaces with their own dockerd and sshd [--swarm]
     #[command(subcommand)]
     Lab(lab::LabAction),
@@ -124,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(bench) => crate::bench::run(bench).await,
         Command::ComposeConfig(args) => compose::run(args),
         Command::Lab(action) => lab::run(action).await,
+        Command::Hosts(action) => hosts::run(action).await,
         Command::Lint { json } => lint::run(json),
         Command::Backup(action) => backup::run(action).await,
     }

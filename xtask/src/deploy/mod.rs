@@ -253,17 +253,26 @@ async fn traffic_back(target: &impl Target, previous: Option<&Release>) -> bool 
     }
 }
 
-/// The verification window on the public URL, where the target has one.
+/// The verification window on every public URL (one per host of a
+/// fleet), watched side by side, where the target has one.
 async fn verify(target: &impl Target, env: &Environment, step: &Step) -> Result<(), Failure> {
-    let url = target.public_url();
-    if url.is_empty() {
+    let urls: Vec<String> = target
+        .public_urls()
+        .into_iter()
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
         return Ok(());
     }
     let client = target.public_client().map_err(Failure::from_error)?;
-    crate::gate::verify_public(&client, &url, &env.file.health, step)
-        .await
-        .map(|_| ())
-        .map_err(|reason| Failure::new(reason, None))
+    // The first failure on any host ends the window for all.
+    futures_util::future::try_join_all(
+        urls.iter()
+            .map(|url| crate::gate::verify_public(&client, url, &env.file.health, step)),
+    )
+    .await
+    .map(drop)
+    .map_err(|reason| Failure::new(reason, None))
 }
 
 /// The record that closes a run, tried three times: a passing engine hiccup

@@ -55,6 +55,11 @@ impl TargetConfig {
 pub struct EngineTargetConfig {
     /// Docker engine address; default: the engine `cargo xtask engine start` recorded, or DOCKER_HOST.
     pub host: Option<String>,
+    /// Docker targets: several hosts (`ssh://user@host[:port]`, `unix://`,
+    /// `tcp://` with TLS), each with its own balancer and `deploy.replicas`
+    /// instances. The first one keeps the lock and history (see docs/FLEET.md).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// Kubernetes: checked by `Environment::kube`, which names a missing field with an example.

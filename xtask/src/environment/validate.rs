@@ -144,6 +144,13 @@ impl Environment {
 
     fn validate_swarm(&self) -> Result<()> {
         self.validate_docker()?;
+        if !self.engine_hosts().is_empty() {
+            bail!(self.field_error(
+                "target.hosts",
+                format!("{:?}", self.engine_hosts()),
+                "a swarm is reached through one manager: name it in target.host (its nodes come from the swarm)"
+            ));
+        }
         let s = self.file.swarm.clone().unwrap_or_default();
         if let Some(cpus) = s.cpus {
             if !(cpus > 0.0 && cpus <= 256.0) {
@@ -192,7 +199,49 @@ impl Environment {
         self.file.swarm.clone().unwrap_or_default()
     }
 
+    fn validate_hosts(&self) -> Result<()> {
+        let hosts = self.engine_hosts();
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        if self.engine_host().is_some() {
+            bail!(self.field_error(
+                "target.host",
+                self.engine_host().unwrap_or_default(),
+                "give either host (one engine) or hosts (several), not both"
+            ));
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            if !["ssh://", "unix://", "tcp://"]
+                .iter()
+                .any(|p| host.starts_with(p))
+            {
+                bail!(self.field_error(
+                    &format!("target.hosts[{i}]"),
+                    host,
+                    "each host is ssh://user@host[:port], unix:///path or tcp://host:port (TLS)"
+                ));
+            }
+            if hosts[..i].contains(host) {
+                bail!(self.field_error(
+                    &format!("target.hosts[{i}]"),
+                    host,
+                    "listed twice; each host once"
+                ));
+            }
+        }
+        if self.file.deploy.strategy == Strategy::Canary {
+            bail!(self.field_error(
+                "deploy.strategy",
+                "\"canary\"",
+                "a canary over several hosts is not built yet (its analysis would need every host's balancer scraped); use rolling or blue-green with target.hosts"
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_docker(&self) -> Result<()> {
+        self.validate_hosts()?;
         let Some(b) = &self.file.balancer else {
             bail!(
                 "{}: [balancer] is missing: a {} target needs https_port and http_port",
@@ -325,6 +374,14 @@ impl Environment {
         match &self.file.target {
             TargetConfig::Docker(e) | TargetConfig::Swarm(e) => e.host.as_deref(),
             TargetConfig::Kubernetes(_) => None,
+        }
+    }
+
+    /// Docker targets: the hosts of a fleet (empty: one engine, `engine_host`).
+    pub fn engine_hosts(&self) -> &[String] {
+        match &self.file.target {
+            TargetConfig::Docker(e) | TargetConfig::Swarm(e) => &e.hosts,
+            TargetConfig::Kubernetes(_) => &[],
         }
     }
 

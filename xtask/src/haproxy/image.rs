@@ -75,7 +75,7 @@ pub async fn find(docker: &Docker) -> Result<String> {
                 .find(|t| t.starts_with(&format!("{REPO}:")))
         })
         .with_context(|| {
-            format!("the engine has no balancer image ({REPO}): run `cargo xtask engine start` (or `cargo xtask up`), which builds it from this machine's haproxy, then deploy again")
+            format!("the engine has no balancer image ({REPO}): run `cargo xtask engine start` (the local engine) or `cargo xtask hosts prepare -e ENV` (an environment's hosts), which build it from this machine's haproxy, then deploy again")
         })
 }
 

@@ -5,8 +5,8 @@
 use anyhow::Result;
 
 use super::{
-    docker::DockerTarget, kubernetes::KubeTarget, swarm::SwarmTarget, Caps, InstanceView,
-    Observation, Split, Target,
+    docker::DockerTarget, fleet::FleetTarget, kubernetes::KubeTarget, swarm::SwarmTarget, Caps,
+    InstanceView, Observation, Split, Target,
 };
 use crate::{
     deploy::{
@@ -23,6 +23,8 @@ use crate::{
 #[allow(clippy::large_enum_variant)]
 pub enum AnyTarget {
     Docker(DockerTarget),
+    /// A Docker target over several hosts (`target.hosts`).
+    Fleet(FleetTarget),
     Swarm(SwarmTarget),
     Kubernetes(KubeTarget),
 }
@@ -30,6 +32,9 @@ pub enum AnyTarget {
 /// Connects to the environment's target; `context` overrides a Kubernetes target's kubeconfig context.
 pub async fn connect(env: &Environment, context: Option<&str>) -> Result<AnyTarget> {
     Ok(match &env.file.target {
+        TargetConfig::Docker(d) if !d.hosts.is_empty() => {
+            AnyTarget::Fleet(FleetTarget::connect(env).await?)
+        }
         TargetConfig::Docker(_) => AnyTarget::Docker(DockerTarget::connect(env).await?),
         TargetConfig::Swarm(_) => AnyTarget::Swarm(SwarmTarget::connect(env).await?),
         TargetConfig::Kubernetes(_) => {
@@ -42,6 +47,7 @@ macro_rules! each {
     ($self:ident, $t:ident => $e:expr) => {
         match $self {
             AnyTarget::Docker($t) => $e,
+            AnyTarget::Fleet($t) => $e,
             AnyTarget::Swarm($t) => $e,
             AnyTarget::Kubernetes($t) => $e,
         }
@@ -53,6 +59,7 @@ impl AnyTarget {
     pub fn docker(&self) -> Option<&bollard::Docker> {
         match self {
             AnyTarget::Docker(t) => Some(t.docker()),
+            AnyTarget::Fleet(t) => Some(t.members()[0].target.docker()),
             AnyTarget::Swarm(t) => Some(t.docker()),
             AnyTarget::Kubernetes(_) => None,
         }
@@ -89,6 +96,9 @@ impl Target for AnyTarget {
     }
     fn public_url(&self) -> String {
         each!(self, t => t.public_url())
+    }
+    fn public_urls(&self) -> Vec<String> {
+        each!(self, t => t.public_urls())
     }
     fn public_client(&self) -> Result<reqwest::Client> {
         each!(self, t => t.public_client())

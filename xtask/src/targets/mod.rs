@@ -5,6 +5,7 @@
 //! `connect` is the one place that looks at the environment's target kind.
 pub mod any;
 pub mod docker;
+pub mod fleet;
 pub mod kubernetes;
 pub mod swarm;
 
@@ -152,6 +153,11 @@ pub struct InstanceView {
 pub trait Target: LockStore + HistoryStore {
     fn caps(&self) -> Caps;
     fn public_url(&self) -> String;
+    /// Every public endpoint, where the target has several (one per host
+    /// of a fleet): the verification watches each.
+    fn public_urls(&self) -> Vec<String> {
+        vec![self.public_url()]
+    }
     /// A client that trusts the public endpoint's certificate.
     fn public_client(&self) -> Result<reqwest::Client>;
 

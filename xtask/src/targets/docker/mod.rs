@@ -21,7 +21,7 @@ mod target;
 mod tls;
 pub(crate) mod traffic;
 
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Result;
 use bollard::Docker;
@@ -30,7 +30,7 @@ use futures_util::future::join_all;
 pub use instances::Instance;
 use instances::{list_scoped, remove_forced};
 pub use prune::{prune_images, Pruned};
-pub(crate) use tls::runtime_root;
+pub use tls::runtime_root;
 
 use super::InstanceState;
 use crate::{
@@ -76,6 +76,8 @@ pub struct DockerTarget {
     /// on this machine (status, the tests' clients) trusts the same one.
     runtime_dir: PathBuf,
     public_url: String,
+    /// What the balancer's certificate names (the public URL's host).
+    public_host: String,
     ledger: Ledger<records::VolumeStore>,
     /// The balancer's runtime-API session, shared by every handle this
     /// target opens (see `haproxy::session`).
@@ -86,15 +88,79 @@ pub struct DockerTarget {
     creating: std::sync::Mutex<Vec<String>>,
 }
 
+/// Where one Docker target runs: its engine, the address its balancer
+/// publishes on there, and the name the public URL (and the balancer's
+/// certificate) gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// None: the engine `engine start` recorded, or DOCKER_HOST.
+    pub engine: Option<String>,
+    pub publish: IpAddr,
+    pub public_host: String,
+}
+
+impl Placement {
+    /// `[balancer] publish_address` when set; else a remote engine's own
+    /// address (an IP is published on, a name on every address of that
+    /// host), else loopback: a balancer on this machine.
+    pub fn of(env: &Environment, engine: Option<&str>) -> Result<Placement> {
+        let configured = env.balancer().publish_address;
+        let remote = engine.filter(|e| !e.starts_with("unix://"));
+        let (publish, public_host) = match (configured, remote) {
+            (Some(address), _) => (address, address.to_string()),
+            (None, Some(engine)) => {
+                let host = crate::ssh::host_of(engine)?;
+                match host.parse::<IpAddr>() {
+                    Ok(ip) => (ip, host),
+                    Err(_) => (IpAddr::from([0, 0, 0, 0]), host),
+                }
+            }
+            (None, None) => (IpAddr::from([127, 0, 0, 1]), "127.0.0.1".to_owned()),
+        };
+        Ok(Placement {
+            engine: engine.map(str::to_owned),
+            publish,
+            public_host,
+        })
+    }
+
+    pub fn public_url(&self, https_port: u16) -> String {
+        if self.public_host.contains(':') {
+            format!("https://[{}]:{https_port}", self.public_host)
+        } else {
+            format!("https://{}:{https_port}", self.public_host)
+        }
+    }
+}
+
 impl DockerTarget {
     pub async fn connect(env: &Environment) -> Result<DockerTarget> {
-        let docker = match env.engine_host() {
+        DockerTarget::connect_at(env, Placement::of(env, env.engine_host())?).await
+    }
+
+    /// The environment's target on one engine; a fleet makes one per host,
+    /// each with its own balancer and its own folder on this machine.
+    pub async fn connect_at(env: &Environment, placement: Placement) -> Result<DockerTarget> {
+        let docker = match &placement.engine {
             Some(host) => engine::connect(host).await?,
             None => engine::require().await?.0,
         };
         let app = env.app_name();
         let scope = env.scope();
-        let runtime_dir = crate::private_dir::ensure(&runtime_root())?.join(&scope);
+        let folder = match placement
+            .engine
+            .as_deref()
+            .filter(|_| !env.engine_hosts().is_empty())
+        {
+            Some(host) => format!(
+                "{scope}@{}",
+                crate::ssh::host_of(host).unwrap_or_else(|_| host.replace('/', "_"))
+            ),
+            None => scope.clone(),
+        };
+        let runtime_dir = crate::private_dir::ensure(&runtime_root())?.join(folder);
+        let mut balancer_config = env.balancer().clone();
+        balancer_config.publish_address = Some(placement.publish);
         let target = DockerTarget {
             ledger: Ledger::new(records::VolumeStore {
                 docker: docker.clone(),
@@ -102,7 +168,7 @@ impl DockerTarget {
             }),
             docker,
             network: format!("{scope}-net"),
-            balancer_config: env.balancer().clone(),
+            balancer_config,
             runtime_dir,
             scope,
             app,
@@ -111,7 +177,8 @@ impl DockerTarget {
             drain_seconds: env.file.health.drain_seconds,
             health: env.file.health.clone(),
             app_port: env.file.app.port,
-            public_url: env.public_url(),
+            public_url: placement.public_url(env.balancer().https_port),
+            public_host: placement.public_host,
             session: Default::default(),
             creating: Default::default(),
         };

@@ -10,7 +10,7 @@ use crate::haproxy;
 
 /// The balancer's TLS files live on the deploying machine, outside any
 /// checkout, so every runner on it finds the same ones.
-pub(crate) fn runtime_root() -> PathBuf {
+pub fn runtime_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         PathBuf::from("/run/xtask")
     } else if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
@@ -29,7 +29,7 @@ fn certificate_of(pem: &[u8]) -> Option<String> {
 }
 
 impl DockerTarget {
-    pub(super) fn cert_path(&self) -> PathBuf {
+    pub(crate) fn cert_path(&self) -> PathBuf {
         self.runtime_dir.join("tls").join("cert.pem")
     }
 
@@ -42,7 +42,10 @@ impl DockerTarget {
         if let (Ok(pem), true) = (std::fs::read(&pem_path), self.cert_path().is_file()) {
             return Ok(pem);
         }
-        let (_, pem) = haproxy::dev_pem_for(&[self.balancer_config.publish_address().to_string()])?;
+        let (_, pem) = haproxy::dev_pem_for(&[
+            self.public_host.clone(),
+            self.balancer_config.publish_address().to_string(),
+        ])?;
         self.store_pem(&pem)?;
         Ok(pem)
     }

@@ -86,6 +86,7 @@ impl SwarmTarget {
             );
         }
         let scope = env.scope();
+        let front = DockerTarget::connect(env).await?;
         Ok(SwarmTarget {
             ledger: Ledger::new(records::ConfigStore {
                 docker: docker.clone(),
@@ -93,7 +94,8 @@ impl SwarmTarget {
             }),
             health: env.file.health.clone(),
             run: Default::default(),
-            front: DockerTarget::connect(env).await?,
+            public_url: front.public_url(),
+            front,
             network: format!("{scope}-net"),
             app_port: env.file.app.port,
             docker,
@@ -102,7 +104,6 @@ impl SwarmTarget {
             repo: env.file.image.repo.clone(),
             settings: env.swarm(),
             drain_seconds: env.file.health.drain_seconds,
-            public_url: env.public_url(),
             engine_state: state,
         })
     }
