@@ -423,3 +423,50 @@ fn a_rollback_in_a_canary_environment_goes_back_at_once() {
         "no steps on the way back"
     );
 }
+
+#[test]
+fn a_fleet_lists_its_hosts_once_each_and_only_on_a_docker_target() {
+    let fleet =
+        |hosts: &str| GOOD.replace("kind = \"docker\"", &format!("kind = \"docker\"\n{hosts}"));
+    let env = parse_str(&fleet(
+        r#"hosts = ["ssh://deploy@10.0.0.1", "ssh://deploy@10.0.0.2:2222"]"#,
+    ))
+    .unwrap();
+    assert_eq!(env.engine_hosts().len(), 2);
+    assert_eq!(env.engine_host(), None);
+
+    let cases = [
+        (
+            fleet(
+                r#"host = "ssh://a@h1"
+hosts = ["ssh://a@h2"]"#,
+            ),
+            "target.host",
+            "either host",
+        ),
+        (
+            fleet(r#"hosts = ["http://h1"]"#),
+            "target.hosts[0]",
+            "ssh://user@host",
+        ),
+        (
+            fleet(r#"hosts = ["ssh://a@h1", "ssh://a@h1"]"#),
+            "target.hosts[1]",
+            "listed twice",
+        ),
+        (
+            fleet(r#"hosts = ["ssh://a@h1"]"#).replace("\"rolling\"", "\"canary\""),
+            "deploy.strategy",
+            "not built yet",
+        ),
+        (
+            fleet(r#"hosts = ["ssh://a@h1"]"#).replace("kind = \"docker\"", "kind = \"swarm\""),
+            "target.hosts",
+            "one manager",
+        ),
+    ];
+    for (text, field, fix) in cases {
+        let err = format!("{:#}", parse_str(&text).unwrap_err());
+        assert!(err.contains(field) && err.contains(fix), "{field}: {err}");
+    }
+}

@@ -5,7 +5,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use futures_util::future::join_all;
+use futures_util::{future::join_all, StreamExt};
 
 use super::{
     balancer::{check_of, shift_commands, slot_of, undecided},
@@ -48,8 +48,12 @@ impl Target for DockerTarget {
             .context("building the public client")
     }
 
-    /// On a single host the image must already be in the engine: a rollback needs no registry.
+    /// The image must be in the engine, or come from the registry it names
+    /// (pulled now, with that registry's credentials only): an image built
+    /// on this machine for its own engine needs no registry, one for a
+    /// remote host does.
     async fn admit(&self, release: &mut Release) -> Result<()> {
+        pull_if_missing(&self.docker, &release.image).await?;
         let found = match self.docker.inspect_image(&release.image).await {
             Ok(inspect) => inspect.id,
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -323,4 +327,26 @@ impl Target for DockerTarget {
             },
         }))
     }
+}
+
+/// Pulls `image` into `docker` unless it is there, with the credentials
+/// of the registry it names (never another's).
+async fn pull_if_missing(docker: &bollard::Docker, image: &str) -> Result<()> {
+    if docker.inspect_image(image).await.is_ok() {
+        return Ok(());
+    }
+    let Some(registry) = crate::registry::registry_of(image) else {
+        return Ok(());
+    };
+    let state = crate::engine::load_state().ok().flatten();
+    let auth = crate::registry::credentials_for(registry, state.as_ref())?
+        .map(|c| c.docker_auth(registry));
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_image(image)
+        .build();
+    let mut stream = docker.create_image(Some(options), None, auth);
+    while let Some(item) = stream.next().await {
+        item.with_context(|| format!("pulling {image}"))?;
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use futures_util::{future::join_all, StreamExt};
+use futures_util::future::join_all;
 
 use super::FleetTarget;
 use crate::{
@@ -49,9 +49,9 @@ impl Target for FleetTarget {
         builder.build().context("building the public client")
     }
 
-    /// Every host pulls the image it lacks (the registry's credentials go
-    /// to that registry only), and every host must hold the same image: a
-    /// tag that moved between two pulls is refused.
+    /// Every host pulls the image it lacks (see the Docker target's
+    /// `admit`), and every host must hold the same image: a tag that moved
+    /// between two pulls is refused.
     async fn admit(&self, release: &mut Release) -> Result<()> {
         release.replicas = self.per_host * self.members.len();
         let draft = self.on_host(release);
@@ -59,7 +59,6 @@ impl Target for FleetTarget {
             .each(|m| {
                 let mut own = draft.clone();
                 async move {
-                    pull_if_missing(m.target.docker(), &own.image).await?;
                     m.target.admit(&mut own).await?;
                     Ok(own.image_id)
                 }
@@ -301,26 +300,4 @@ fn host_split(split: &Split) -> HostSplit {
         },
         _ => HostSplit::Same,
     }
-}
-
-/// Pulls `image` into `docker` unless it is there, with the credentials
-/// of the registry it names (never another's).
-async fn pull_if_missing(docker: &bollard::Docker, image: &str) -> Result<()> {
-    if docker.inspect_image(image).await.is_ok() {
-        return Ok(());
-    }
-    let Some(registry) = crate::registry::registry_of(image) else {
-        return Ok(());
-    };
-    let state = crate::engine::load_state().ok().flatten();
-    let auth = crate::registry::credentials_for(registry, state.as_ref())?
-        .map(|c| c.docker_auth(registry));
-    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
-        .from_image(image)
-        .build();
-    let mut stream = docker.create_image(Some(options), None, auth);
-    while let Some(item) = stream.next().await {
-        item.with_context(|| format!("pulling {image}"))?;
-    }
-    Ok(())
 }
