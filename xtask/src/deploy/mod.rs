@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, time::Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+pub mod hooks;
 pub mod lock;
 pub mod records;
 pub mod release;
@@ -152,6 +153,7 @@ async fn locked(
     let step = announce(&release, "", options.quiet);
     let mut moved = None;
     let measured = std::sync::Mutex::new(Vec::new());
+    let ran = hooks::Ran::default();
     let strategy = strategy::Run {
         target,
         release: &release,
@@ -165,6 +167,7 @@ async fn locked(
     // Ctrl-C or a CI cancel anywhere up to the verified record is a failure like any other.
     let outcome: Result<(), Failure> = tokio::select! {
         outcome = async {
+            hooks::pre_deploy(target, env, &release, &ran, &step).await?;
             strategy::run(&strategy).await?;
             moved = Some(started.elapsed().as_secs_f64());
             verify(target, env, &step).await?;
@@ -176,6 +179,10 @@ async fn locked(
         signal = interrupted() => Err(Failure::new(format!("interrupted by {signal}"), None)),
     };
     history.measured(&release.id, measured.into_inner().expect("measurements"));
+    let failed_hook = ran.failed_output();
+    for run in ran.take() {
+        history.hook_ran(&release.id, run);
+    }
     let run = Run {
         env,
         release: release.clone(),
@@ -185,6 +192,10 @@ async fn locked(
     let report = match outcome {
         Ok(()) => {
             step.finish("done");
+            hooks::post_deploy(target, env, &release, &ran).await;
+            for run in ran.take() {
+                history.hook_ran(&release.id, run);
+            }
             if let Some(previous) = &previous {
                 if let Err(e) = target.retire(&previous.id, 0).await {
                     eprintln!(
@@ -203,8 +214,11 @@ async fn locked(
             let back = traffic_back(target, previous.as_ref())
                 .await
                 .then(|| failure.at.elapsed().as_secs_f64());
-            let logs = Some(target.logs(&release, failure.instance.as_deref(), 20).await)
-                .filter(|l| !l.trim().is_empty());
+            let logs = match failed_hook.clone() {
+                Some(output) => Some(output),
+                None => Some(target.logs(&release, failure.instance.as_deref(), 20).await),
+            }
+            .filter(|l| !l.trim().is_empty());
             eprintln!(
                 "{} failed: {}; rolling back to the previous release",
                 release.id, failure.reason
@@ -394,6 +408,7 @@ pub fn draft_release(
         restores: None,
         verified_at: None,
         analysis: Vec::new(),
+        hooks: Vec::new(),
     };
     if base.strategy == Strategy::Canary && env.file.canary.is_none() {
         bail!(

@@ -60,6 +60,43 @@ pub struct Release {
     /// A canary's analysis: every query measured at every step, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<crate::gate::analysis::Measurement>,
+    /// The hooks the run ran (`[hooks]`), with their output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRun>,
+}
+
+/// One hook run: how it ended and what it printed (secret values replaced
+/// by `***`, the last 16 KiB kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRun {
+    pub hook: crate::environment::HookKind,
+    pub command: Vec<String>,
+    /// `passed`, `failed` (a non-zero exit), `timed out`, or `error` (it could not run).
+    pub outcome: String,
+    pub exit_code: Option<i64>,
+    pub seconds: f64,
+    pub output: String,
+}
+
+impl HookRun {
+    pub fn passed(&self) -> bool {
+        self.outcome == "passed"
+    }
+
+    /// One line for reports: `pre_deploy (migrate up) exited with 1 after 0.4s`.
+    pub fn describe(&self) -> String {
+        let what = match (self.outcome.as_str(), self.exit_code) {
+            ("passed", _) => "passed".to_owned(),
+            ("failed", Some(code)) => format!("exited with {code}"),
+            (other, _) => other.to_owned(),
+        };
+        format!(
+            "{} ({}) {what} after {:.1}s",
+            self.hook.as_str(),
+            self.command.join(" "),
+            self.seconds
+        )
+    }
 }
 
 impl Release {
@@ -145,6 +182,7 @@ impl History {
             restores: None,
             verified_at: None,
             analysis: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 
@@ -188,6 +226,13 @@ impl History {
     pub fn measured(&mut self, id: &str, analysis: Vec<crate::gate::analysis::Measurement>) {
         if let Some(r) = self.get_mut(id) {
             r.analysis = analysis;
+        }
+    }
+
+    /// Keeps a hook run with its release.
+    pub fn hook_ran(&mut self, id: &str, run: HookRun) {
+        if let Some(r) = self.get_mut(id) {
+            r.hooks.push(run);
         }
     }
 
@@ -326,6 +371,7 @@ mod tests {
             restores: None,
             verified_at: None,
             analysis: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 

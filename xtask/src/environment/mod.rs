@@ -247,6 +247,8 @@ pub struct EnvironmentFile {
     pub canary: Option<CanaryConfig>,
     /// `cargo xtask backup`: where the database's backups go (`docs/DATA.md`).
     pub backup: Option<BackupConfig>,
+    /// Commands run once per deploy in the new image (`docs/DATA.md`).
+    pub hooks: Option<HooksConfig>,
 }
 
 /// `[swarm]`: the service's update policy and limits. Everything has a default.
@@ -381,10 +383,12 @@ pub fn resolve_secret(name: &str, reference: &str) -> Result<String> {
 
 mod backup;
 mod canary;
+mod hooks;
 mod validate;
 
 pub use backup::{BackupConfig, BackupSettings};
 pub use canary::{AnalysisConfig, CanaryConfig, FAULT_VARIABLES};
+pub use hooks::{HookConfig, HookKind, HooksConfig};
 
 #[cfg(test)]
 mod tests;

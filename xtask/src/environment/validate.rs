@@ -15,7 +15,7 @@ impl Environment {
     }
 
     /// `value` within `lo..=hi` (NaN is not), else the file, the field and the range.
-    fn within<T>(&self, field: &str, value: T, lo: T, hi: T, note: &str) -> Result<()>
+    pub(super) fn within<T>(&self, field: &str, value: T, lo: T, hi: T, note: &str) -> Result<()>
     where
         T: PartialOrd + std::fmt::Display + Copy,
     {
@@ -40,6 +40,7 @@ impl Environment {
         }
         self.validate_canary()?;
         self.validate_backup()?;
+        self.validate_hooks()?;
         if f.swarm.is_some() && f.target.kind() != TargetKind::Swarm {
             bail!(
                 "{}: [swarm] is for kind = \"swarm\"; remove it",

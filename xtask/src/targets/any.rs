@@ -165,4 +165,12 @@ impl Target for AnyTarget {
     async fn servers_of(&self, release: &str) -> Result<Vec<String>> {
         each!(self, t => t.servers_of(release).await)
     }
+    async fn run_hook(
+        &self,
+        release: &Release,
+        kind: crate::environment::HookKind,
+        hook: &crate::environment::HookConfig,
+    ) -> Result<crate::deploy::release::HookRun> {
+        each!(self, t => t.run_hook(release, kind, hook).await)
+    }
 }

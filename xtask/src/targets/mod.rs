@@ -216,4 +216,19 @@ pub trait Target: LockStore + HistoryStore {
     async fn servers_of(&self, _release: &str) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// Runs a release hook once, in `release`'s image with its environment
+    /// and secrets, where its instances run (after `prepare`). A hook that
+    /// ran and failed is data (`HookRun`); an error is one that could not run.
+    async fn run_hook(
+        &self,
+        release: &Release,
+        kind: crate::environment::HookKind,
+        _hook: &crate::environment::HookConfig,
+    ) -> Result<crate::deploy::release::HookRun> {
+        anyhow::bail!(
+            "{} hooks are not built for this target (release {})",
+            kind.as_str(),
+            release.id
+        )
+    }
 }

@@ -2,7 +2,9 @@
 //! (up once, down by the last test to finish), and a 1-host lab of its own
 //! for the teardown scenarios. Needs root, like `cargo xtask ci`; a missing
 //! tool or root is a failure, never a skip.
+mod env;
 mod fleet;
+mod swarm;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -30,7 +32,7 @@ fn shared_dir() -> PathBuf {
 
 /// The tests below that take a `Lease`: the last one to drop its lease
 /// takes the shared lab down. Keep it equal to the number of such tests.
-const SHARED_TESTS: usize = 6;
+const SHARED_TESTS: usize = 7;
 static REMAINING: AtomicUsize = AtomicUsize::new(SHARED_TESTS);
 static SHARED: OnceCell<lab::Lab> = OnceCell::const_new();
 

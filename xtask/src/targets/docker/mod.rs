@@ -11,6 +11,7 @@
 //! `tls` keeps the balancer's certificate, `balancer` its container and
 //! slots, `target` implements `Target` over them.
 mod balancer;
+mod hook;
 pub(crate) use balancer::{check_of, slot_of};
 mod instances;
 mod prune;

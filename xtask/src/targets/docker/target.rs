@@ -175,6 +175,7 @@ impl Target for DockerTarget {
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
         self.settle().await;
+        self.remove_stale_hooks().await?;
         super::reslot::before_undo(self, to).await;
         crate::strategy::converge(self, to, gate, step).await
     }
@@ -299,6 +300,15 @@ impl Target for DockerTarget {
         prune_images(&self.docker, &self.repo, kept, dry_run)
             .await
             .map(Some)
+    }
+
+    async fn run_hook(
+        &self,
+        release: &Release,
+        kind: crate::environment::HookKind,
+        hook: &crate::environment::HookConfig,
+    ) -> Result<crate::deploy::release::HookRun> {
+        self.hook(release, kind, hook).await
     }
 
     async fn servers_of(&self, release: &str) -> Result<Vec<String>> {

@@ -270,6 +270,16 @@ impl Target for FleetTarget {
         Ok(Some(merged))
     }
 
+    /// Once, on the first host: a migration runs once, not once per host.
+    async fn run_hook(
+        &self,
+        release: &Release,
+        kind: crate::environment::HookKind,
+        hook: &crate::environment::HookConfig,
+    ) -> Result<crate::deploy::release::HookRun> {
+        self.primary().run_hook(&self.on_host(release), kind, hook).await
+    }
+
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         let own = self.on_host(release);
         let plans = self.each(|m| m.target.plan(&own)).await?;

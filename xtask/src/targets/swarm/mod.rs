@@ -270,6 +270,7 @@ impl Target for SwarmTarget {
     }
 
     async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
+        self.front.remove_stale_hooks().await?;
         let undone = self.undo_run(to, gate, step).await;
         let _ = service::remove_unused_secrets(self).await;
         undone
@@ -312,6 +313,16 @@ impl Target for SwarmTarget {
         crate::targets::docker::prune_images(&self.docker, &self.repo, kept, dry_run)
             .await
             .map(Some)
+    }
+
+    /// On the manager, attached to the environment's overlay: the tasks' network.
+    async fn run_hook(
+        &self,
+        release: &Release,
+        kind: crate::environment::HookKind,
+        hook: &crate::environment::HookConfig,
+    ) -> Result<crate::deploy::release::HookRun> {
+        self.front.run_hook(release, kind, hook).await
     }
 
     async fn servers_of(&self, release: &str) -> Result<Vec<String>> {
