@@ -44,10 +44,22 @@ pub struct Postgres {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Also listening there (a Docker network's gateway), password login only.
+    also_on: Option<String>,
 }
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_also_on(None)
+    }
+
+    /// Also on `address` (a Docker network's gateway, so the project's own
+    /// containers reach it), where clients from `cidr` log in with a password.
+    pub fn start_reachable_from(address: &str, cidr: &str) -> Postgres {
+        Self::start_also_on(Some((address, cidr)))
+    }
+
+    fn start_also_on(also: Option<(&str, &str)>) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         // PostgreSQL refuses to run as root; as root, run it as the `postgres` user.
         let run_as = nix::unistd::geteuid().is_root().then(|| {
@@ -71,10 +83,19 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(status.success(), "initdb failed");
+        if let Some((_, cidr)) = also {
+            use std::io::Write;
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .unwrap();
+            writeln!(hba, "host all all {cidr} scram-sha-256").unwrap();
+        }
         let mut pg = Postgres {
             child: None,
             port: free_port(),
             dir,
+            also_on: also.map(|(address, _)| address.to_owned()),
         };
         pg.run(&run_as);
         pg
@@ -89,7 +110,10 @@ impl Postgres {
                 "-p",
                 &self.port.to_string(),
                 "-h",
-                "127.0.0.1",
+                &match &self.also_on {
+                    Some(address) => format!("127.0.0.1,{address}"),
+                    None => "127.0.0.1".to_owned(),
+                },
             ])
             .args(["-k", self.dir.path().to_str().unwrap(), "-c", "fsync=off"])
             .stdout(Stdio::null())

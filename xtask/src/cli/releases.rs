@@ -250,6 +250,30 @@ pub fn print_analysis(release: &release::Release) {
     table.emit();
 }
 
+/// A release's hook runs, one row each (the output is in `--json` and,
+/// for a failed one, printed as the failure's log).
+pub fn print_hooks(release: &release::Release) {
+    if release.hooks.is_empty() {
+        return;
+    }
+    let mut table = report::Table::new(
+        &format!("hooks of {}", release.id),
+        &["hook", "command", "outcome", "seconds"],
+    );
+    for run in &release.hooks {
+        table.row(vec![
+            run.hook.as_str().to_owned(),
+            run.command.join(" "),
+            match run.exit_code {
+                Some(code) if code != 0 => format!("{} (exit {code})", run.outcome),
+                _ => run.outcome.clone(),
+            },
+            format!("{:.1}", run.seconds),
+        ]);
+    }
+    table.emit();
+}
+
 pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
     if json {
         let mut shown = serde_json::to_value(report).expect("serialisable report");
@@ -286,10 +310,11 @@ pub fn print_report(report: &DeployReport, json: bool) -> ExitCode {
         }
         table.row(vec!["url".into(), report.public_url.clone()]);
         table.emit();
+        print_hooks(&report.release);
         print_analysis(&report.release);
         if let Some(logs) = &report.failure_logs {
             eprintln!(
-                "\nlast lines of the failing instance's log:\n{}",
+                "\nlast lines of the failing instance's (or hook's) output:\n{}",
                 logs.trim_end()
             );
         }
@@ -339,6 +364,7 @@ pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
     }
     table.emit();
     for r in history.releases.iter().rev() {
+        print_hooks(r);
         print_analysis(r);
     }
     Ok(ExitCode::SUCCESS)

@@ -50,7 +50,11 @@ pub async fn pre_deploy(
     ran: &Ran,
     step: &Step,
 ) -> Result<(), Failure> {
-    let Some(hook) = env.hooks().pre_deploy.filter(|_| release.restores.is_none()) else {
+    let Some(hook) = env
+        .hooks()
+        .pre_deploy
+        .filter(|_| release.restores.is_none())
+    else {
         return Ok(());
     };
     if hook.backup_first && env.file.backup.is_some() {
@@ -85,7 +89,11 @@ pub async fn pre_deploy(
 
 /// After verification: a failure is reported and kept, never undone.
 pub async fn post_deploy(target: &impl Target, env: &Environment, release: &Release, ran: &Ran) {
-    let Some(hook) = env.hooks().post_deploy.filter(|_| release.restores.is_none()) else {
+    let Some(hook) = env
+        .hooks()
+        .post_deploy
+        .filter(|_| release.restores.is_none())
+    else {
         return;
     };
     match target.run_hook(release, HookKind::PostDeploy, &hook).await {

@@ -470,3 +470,36 @@ hosts = ["ssh://a@h2"]"#,
         assert!(err.contains(field) && err.contains(fix), "{field}: {err}");
     }
 }
+
+#[test]
+fn hooks_name_their_command_and_a_bounded_timeout() {
+    let with = |hooks: &str| format!("{GOOD}{hooks}");
+    let env = parse_str(&with(
+        "[hooks.pre_deploy]\ncommand = [\"migrate\", \"up\"]\n",
+    ))
+    .unwrap();
+    let hook = env.hooks().pre_deploy.unwrap();
+    assert_eq!((hook.timeout_seconds, hook.backup_first), (300, true));
+    let cases = [
+        (
+            "[hooks.pre_deploy]\ncommand = []\n",
+            "hooks.pre_deploy.command",
+        ),
+        (
+            "[hooks.post_deploy]\ncommand = [\"\"]\n",
+            "hooks.post_deploy.command",
+        ),
+        (
+            "[hooks.pre_deploy]\ncommand = [\"migrate\"]\ntimeout_seconds = 0\n",
+            "hooks.pre_deploy.timeout_seconds",
+        ),
+        (
+            "[hooks.pre_deploy]\ncmd = [\"migrate\"]\n",
+            "unknown field `cmd`",
+        ),
+    ];
+    for (hooks, named) in cases {
+        let err = format!("{:#}", parse_str(&with(hooks)).unwrap_err());
+        assert!(err.contains(named), "{named}: {err}");
+    }
+}

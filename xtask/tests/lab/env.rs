@@ -94,6 +94,10 @@ impl LabEnv {
     fn with(lab: &'static Lab, label: &str, target: &str, deploy: &str, extra: &str) -> LabEnv {
         let dir = tempfile::tempdir().unwrap();
         let name = format!("f{}-{label}", std::process::id() % 10_000);
+        // Environments of parallel tests share the hosts: ports of their own.
+        static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(8443);
+        let https_port = NEXT_PORT.fetch_add(2, std::sync::atomic::Ordering::SeqCst);
+        let http_port = https_port + 1;
         let registry = &lab.registry.as_ref().unwrap().address;
         let text = format!(
             r#"[target]
@@ -116,8 +120,8 @@ deadline_seconds = 60
 drain_seconds = 2
 verify_seconds = 1
 [balancer]
-https_port = 8443
-http_port = 8080
+https_port = {https_port}
+http_port = {http_port}
 api_rate = 1000000
 {extra}"#
         );
@@ -127,7 +131,7 @@ api_rate = 1000000
             lab,
             name,
             path,
-            https_port: 8443,
+            https_port,
             swarm: false,
             _dir: dir,
         }
@@ -296,4 +300,3 @@ api_rate = 1000000
         }
     }
 }
-

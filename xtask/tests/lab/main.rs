@@ -4,9 +4,9 @@
 //! tool or root is a failure, never a skip.
 mod env;
 mod fleet;
-mod swarm;
 #[path = "../support/mod.rs"]
 mod support;
+mod swarm;
 
 use std::{
     path::PathBuf,

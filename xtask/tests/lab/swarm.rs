@@ -19,12 +19,12 @@ async fn nodes_running(lab: &Lab, scope: &str) -> BTreeSet<String> {
     let manager = engine::connect(&lab.manager().unwrap().docker_host())
         .await
         .unwrap();
-    let running = std::collections::HashMap::from([(
-        "desired-state".to_owned(),
-        vec!["running".to_owned()],
-    )]);
+    let running =
+        std::collections::HashMap::from([("desired-state".to_owned(), vec!["running".to_owned()])]);
     let tasks = manager
-        .list_tasks(Some(ListTasksOptionsBuilder::default().filters(&running).build()))
+        .list_tasks(Some(
+            ListTasksOptionsBuilder::default().filters(&running).build(),
+        ))
         .await
         .unwrap();
     let services = manager
@@ -62,7 +62,11 @@ async fn nodes_running(lab: &Lab, scope: &str) -> BTreeSet<String> {
 }
 
 /// `availability` (`active`, `drain`) for lab host `name`'s node.
-async fn set_availability(lab: &Lab, name: &str, availability: bollard::models::NodeSpecAvailabilityEnum) {
+async fn set_availability(
+    lab: &Lab,
+    name: &str,
+    availability: bollard::models::NodeSpecAvailabilityEnum,
+) {
     let manager = engine::connect(&lab.manager().unwrap().docker_host())
         .await
         .unwrap();
@@ -72,7 +76,11 @@ async fn set_availability(lab: &Lab, name: &str, availability: bollard::models::
     spec.availability = Some(availability);
     let version = node.version.unwrap().index.unwrap() as i64;
     manager
-        .update_node(id, spec, UpdateNodeOptionsBuilder::default().version(version).build())
+        .update_node(
+            id,
+            spec,
+            UpdateNodeOptionsBuilder::default().version(version).build(),
+        )
         .await
         .unwrap();
 }
@@ -91,7 +99,10 @@ async fn a_swarm_over_three_nodes_spreads_tasks_deploys_under_load_and_survives_
     let (ok, first, stderr) = env.json(&["deploy", "--image", &v1]);
     assert!(ok, "first deploy: {first}\n{stderr}");
     let nodes = nodes_running(lab, &env.scope()).await;
-    assert!(nodes.len() >= 2, "4 tasks spread over at least 2 nodes: {nodes:?}");
+    assert!(
+        nodes.len() >= 2,
+        "4 tasks spread over at least 2 nodes: {nodes:?}"
+    );
 
     let loads = env.load().await;
     let (ok, rolled, stderr) = env.json(&["deploy", "--image", &v2]);
@@ -115,7 +126,10 @@ async fn a_swarm_over_three_nodes_spreads_tasks_deploys_under_load_and_survives_
         String::from_utf8_lossy(&out.stderr)
     );
     let after = nodes_running(lab, &env.scope()).await;
-    assert!(!after.contains("h3"), "nothing runs on the drained node: {after:?}");
+    assert!(
+        !after.contains("h3"),
+        "nothing runs on the drained node: {after:?}"
+    );
 
     for (url, load) in env.urls().iter().zip(loads) {
         let report = load.stop().await;

@@ -41,7 +41,12 @@ impl DockerTarget {
             .filter_map(|k| env.get(k).cloned())
             .filter(|v| !v.is_empty())
             .collect();
-        let name = format!("{}-{}-{}", self.scope, release.id, kind.as_str().replace('_', "-"));
+        let name = format!(
+            "{}-{}-{}",
+            self.scope,
+            release.id,
+            kind.as_str().replace('_', "-")
+        );
         // A hook container of an earlier, killed run of this release.
         let _ = remove_forced(&self.docker, &name).await;
         let body = ContainerCreateBody {
@@ -137,9 +142,9 @@ impl DockerTarget {
 
 /// `text` with every secret value replaced by `***`.
 fn mask(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(text.to_owned(), |t, secret| t.replace(secret.as_str(), "***"))
+    secrets.iter().fold(text.to_owned(), |t, secret| {
+        t.replace(secret.as_str(), "***")
+    })
 }
 
 #[cfg(test)]

@@ -277,7 +277,9 @@ impl Target for FleetTarget {
         kind: crate::environment::HookKind,
         hook: &crate::environment::HookConfig,
     ) -> Result<crate::deploy::release::HookRun> {
-        self.primary().run_hook(&self.on_host(release), kind, hook).await
+        self.primary()
+            .run_hook(&self.on_host(release), kind, hook)
+            .await
     }
 
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {

@@ -1,0 +1,247 @@
+//! Release hooks on the Docker target against a real PostgreSQL that the
+//! environment's containers reach at their network's gateway (password
+//! login from that subnet only): `pre_deploy = ["migrate", "up"]` runs the
+//! app's own embedded migrations once, in the new image, with the release's
+//! secrets, before any instance takes traffic. A failing migration, a hook
+//! past its timeout and a deploy killed during its hook leave no container,
+//! no traffic moved and nothing for a person to clean up.
+#[path = "../../app/tests/support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::time::Duration;
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use postgres::Postgres;
+use support::deploy_env::TestEnv;
+use xtask::{backup::pg, targets::Target};
+
+const PASSWORD: &str = "hook-pw-7f3a";
+
+/// The environment's network gateway and subnet (made by its first deploy).
+async fn gateway(docker: &bollard::Docker, env: &TestEnv) -> (String, String) {
+    let network = docker
+        .inspect_network(
+            &format!("xtask-test-app--{}-net", env.name),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let config = &network.ipam.unwrap().config.unwrap()[0];
+    (
+        config.gateway.clone().unwrap(),
+        config.subnet.clone().unwrap(),
+    )
+}
+
+/// Database `name` owned by role `app`; its URL as the containers reach it.
+async fn database(pg: &Postgres, gateway: &str, name: &str) -> String {
+    let admin = pg::Conn::from_url(&pg.url())
+        .unwrap()
+        .client()
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN \
+             CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'; END IF; END $$"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER app"))
+        .await
+        .unwrap();
+    format!("postgres://app:{PASSWORD}@{gateway}:{}/{name}", pg.port)
+}
+
+/// The same database from this machine.
+fn local(url: &str, pg: &Postgres) -> String {
+    let name = url.rsplit('/').next().unwrap();
+    format!("postgres://app:{PASSWORD}@127.0.0.1:{}/{name}", pg.port)
+}
+
+async fn query_i64(url: &str, sql: &str) -> i64 {
+    let client = pg::Conn::from_url(url).unwrap().client().await.unwrap();
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn hook_containers(docker: &bollard::Docker, env: &TestEnv) -> usize {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("xtask.scope=xtask-test-app--{}", env.name),
+            "xtask.role=hook".to_owned(),
+        ],
+    )]);
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Points the environment's DATABASE_URL secret (a file) at `url` and sets its pre_deploy hook.
+fn configure(env: &TestEnv, url: &str, timeout_seconds: u64) {
+    let secret = env.path.with_extension("db-url");
+    std::fs::write(&secret, url).unwrap();
+    let text = std::fs::read_to_string(&env.path).unwrap();
+    let base = text.split("\n[app.secrets]").next().unwrap().to_owned();
+    std::fs::write(
+        &env.path,
+        format!(
+            "{base}\n[app.secrets]\nDATABASE_URL = \"file:{}\"\n[hooks.pre_deploy]\ncommand = [\"migrate\", \"up\"]\ntimeout_seconds = {timeout_seconds}\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pre_deploy_migrates_once_before_traffic_and_a_failing_slow_or_killed_hook_moves_none() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    support::balancer_image(&docker).await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    let env = TestEnv::new("hooks", "rolling", 0);
+    let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
+    assert!(ok, "{first}\n{stderr}");
+    let (gw, subnet) = gateway(&docker, &env).await;
+    let pg = Postgres::start_reachable_from(&gw, &subnet);
+
+    // A good migration: the schema is made by the hook, under load, with
+    // no failed request; rows written before the next deploy stay.
+    let url = database(&pg, &gw, "appdb").await;
+    configure(&env, &url, 60);
+    let target = env.target().await;
+    let load = env.load(target.public_client().unwrap()).await;
+    let (ok, migrated, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(ok, "{migrated}\n{stderr}");
+    let hooks = &migrated["release"]["hooks"];
+    assert_eq!(hooks[0]["hook"], "pre_deploy", "{migrated}");
+    assert_eq!(hooks[0]["outcome"], "passed", "{migrated}");
+    assert!(
+        !hooks[0]["output"].as_str().unwrap().contains(PASSWORD),
+        "no secret in the stored output: {hooks}"
+    );
+    let db = local(&url, &pg);
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM schema_migrations").await,
+        2
+    );
+    let client = pg::Conn::from_url(&db).unwrap().client().await.unwrap();
+    client
+        .batch_execute("INSERT INTO items (name) SELECT 'row ' || g FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let (ok, again, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
+    assert!(ok, "migrations already applied: {again}\n{stderr}");
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM items").await, 50);
+    let served = again["release"]["id"].clone();
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    assert!(report.ok > 100);
+
+    // A migration with an SQL error: failed before any traffic moved, the
+    // error in the report and the history, the schema version unchanged.
+    let broken = database(&pg, &gw, "brokendb").await;
+    let broken_local = local(&broken, &pg);
+    pg::Conn::from_url(&broken_local)
+        .unwrap()
+        .client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE items (id int)")
+        .await
+        .unwrap();
+    configure(&env, &broken, 60);
+    let (ok, failed, _) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(!ok);
+    let reason = failed["release"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pre_deploy (migrate up) exited with"),
+        "{reason}"
+    );
+    assert!(reason.contains("no traffic moved"), "{reason}");
+    assert!(
+        failed["failure_logs"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "the hook's output is the failure's log: {failed}"
+    );
+    let history = env.xtask_json(&["history"]).1;
+    let recorded = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == failed["release"]["id"])
+        .unwrap();
+    assert!(recorded["hooks"][0]["output"]
+        .as_str()
+        .unwrap()
+        .contains("already exists"));
+    assert_eq!(
+        query_i64(&broken_local, "SELECT count(*) FROM schema_migrations").await,
+        0,
+        "the failed migration was rolled back whole: no version recorded"
+    );
+    assert_eq!(hook_containers(&docker, &env).await, 0);
+    let status = env.xtask_json(&["status"]).1;
+    assert_eq!(status["active_release"]["id"], served, "{status}");
+
+    // A hook past its timeout: the migration waits on a lock held here.
+    configure(&env, &url, 2);
+    let blocker = pg::Conn::from_url(&db).unwrap().client().await.unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (ok, slow, _) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(!ok);
+    assert!(
+        slow["release"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{slow}"
+    );
+    assert_eq!(
+        hook_containers(&docker, &env).await,
+        0,
+        "the timed-out hook is removed"
+    );
+
+    // The deploy killed while its hook waits: the next command cleans up.
+    configure(&env, &url, 60);
+    let mut child = env.spawn_deploy(&v2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hook_containers(&docker, &env).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook container never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        hook_containers(&docker, &env).await,
+        1,
+        "left by the killed run"
+    );
+    let (_, after, stderr) = env.xtask_json(&["status"]);
+    assert_eq!(hook_containers(&docker, &env).await, 0, "{after}\n{stderr}");
+    assert!(after["lock"].is_null(), "the lock is free again: {after}");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM schema_migrations").await,
+        2
+    );
+}
