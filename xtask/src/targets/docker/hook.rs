@@ -50,7 +50,10 @@ impl DockerTarget {
         // A hook container of an earlier, killed run of this release.
         let _ = remove_forced(&self.docker, &name).await;
         let body = ContainerCreateBody {
-            image: Some(release.image.clone()),
+            image: Some(match release.image_id.is_empty() {
+                true => release.image.clone(),
+                false => release.image_id.clone(),
+            }),
             cmd: Some(hook.command.clone()),
             env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(HashMap::from([

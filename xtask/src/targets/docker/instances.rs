@@ -123,7 +123,11 @@ impl DockerTarget {
             (labels::PORT.to_owned(), listens.to_string()),
         ]);
         let body = ContainerCreateBody {
-            image: Some(release.image.clone()),
+            // By id: the image the release admitted, even if its tag moved since.
+            image: Some(match release.image_id.is_empty() {
+                true => release.image.clone(),
+                false => release.image_id.clone(),
+            }),
             env: Some(vars),
             labels: Some(labels.clone()),
             stop_timeout: Some((self.drain_seconds.ceil() as i64) + 10),

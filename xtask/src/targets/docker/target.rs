@@ -51,8 +51,17 @@ impl Target for DockerTarget {
     /// The image must be in the engine, or come from the registry it names
     /// (pulled now, with that registry's credentials only): an image built
     /// on this machine for its own engine needs no registry, one for a
-    /// remote host does.
+    /// remote host does. A rollback restores the image **id** its release
+    /// ran, never whatever its tag names now: `<commit>-dirty` and version
+    /// tags move with every build.
     async fn admit(&self, release: &mut Release) -> Result<()> {
+        let recorded = (release.restores.is_some() && !release.image_id.is_empty())
+            .then(|| release.image_id.clone());
+        if let Some(id) = &recorded {
+            if self.docker.inspect_image(id).await.is_ok() {
+                return Ok(());
+            }
+        }
         pull_if_missing(&self.docker, &release.image).await?;
         let found = match self.docker.inspect_image(&release.image).await {
             Ok(inspect) => inspect.id,
@@ -61,13 +70,17 @@ impl Target for DockerTarget {
             }) => None,
             Err(e) => return Err(e).with_context(|| format!("inspecting image {}", release.image)),
         };
-        match (found, &release.restores) {
-            (Some(id), _) => release.image_id = id,
-            (None, Some(restores)) => bail!(
+        match (found, &release.restores, recorded) {
+            (Some(id), Some(restores), Some(ran)) if id != ran => bail!(
+                "release {restores} ran image {ran}, which is no longer in the engine, and its tag {} now names another image ({id}): refusing to roll back to an image that never ran; pull the original by digest, or deploy the tag on purpose",
+                release.image
+            ),
+            (Some(id), _, _) => release.image_id = id,
+            (None, Some(restores), _) => bail!(
                 "release {restores}: its image {} is no longer in the engine; it cannot be restored without a registry",
                 release.image
             ),
-            (None, None) => bail!("image {} is not in the engine: build or pull it first", release.image),
+            (None, None, _) => bail!("image {} is not in the engine: build or pull it first", release.image),
         }
         Ok(())
     }
