@@ -88,6 +88,10 @@ async fn hook_containers(docker: &bollard::Docker, env: &TestEnv) -> usize {
 
 /// Points the environment's DATABASE_URL secret (a file) at `url` and sets its pre_deploy hook.
 fn configure(env: &TestEnv, url: &str, timeout_seconds: u64) {
+    configure_command(env, url, timeout_seconds, "[\"migrate\", \"up\"]");
+}
+
+fn configure_command(env: &TestEnv, url: &str, timeout_seconds: u64, command: &str) {
     let secret = env.path.with_extension("db-url");
     std::fs::write(&secret, url).unwrap();
     let text = std::fs::read_to_string(&env.path).unwrap();
@@ -95,7 +99,7 @@ fn configure(env: &TestEnv, url: &str, timeout_seconds: u64) {
     std::fs::write(
         &env.path,
         format!(
-            "{base}\n[app.secrets]\nDATABASE_URL = \"file:{}\"\n[hooks.pre_deploy]\ncommand = [\"migrate\", \"up\"]\ntimeout_seconds = {timeout_seconds}\n",
+            "{base}\n[app.secrets]\nDATABASE_URL = \"file:{}\"\n[hooks.pre_deploy]\ncommand = {command}\ntimeout_seconds = {timeout_seconds}\n",
             secret.display()
         ),
     )
@@ -244,4 +248,96 @@ async fn pre_deploy_migrates_once_before_traffic_and_a_failing_slow_or_killed_ho
         query_i64(&db, "SELECT count(*) FROM schema_migrations").await,
         2
     );
+}
+
+/// The app image relabelled as a release whose migrations go up to
+/// `version`, `additive` of them tolerated by older releases.
+async fn schema_image(
+    docker: &bollard::Docker,
+    base: &str,
+    version: i64,
+    additive: &str,
+) -> String {
+    let reference = format!(
+        "xtask-test-app:schema{version}-{}",
+        additive.replace(',', "_")
+    );
+    let tar = xtask::image::context::tar(
+        &format!(
+            "FROM {base}\nLABEL xtask.schema=\"{version}\" xtask.schema.additive=\"{additive}\"\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    xtask::image::build_context(docker, tar, std::slice::from_ref(&reference), true)
+        .await
+        .unwrap();
+    reference
+}
+
+/// A rollback to a release that needs an older schema is refused with the
+/// fix named and nothing changed; `--migrate-down` reverts the newer
+/// migration in the active release's image first; a rollback across a
+/// migration marked additive needs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_to_an_older_schema_is_refused_unless_migrated_down() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    support::balancer_image(&docker).await;
+    let base = support::built_image(&docker).await.tags[0].clone();
+    let old = schema_image(&docker, &base, 1, "").await;
+    let new = schema_image(&docker, &base, 2, "").await;
+    let tolerant = schema_image(&docker, &base, 2, "2").await;
+    let env = TestEnv::new("schema", "rolling", 0);
+    assert!(env.xtask_json(&["deploy", "--image", &old]).0);
+    let (gw, subnet) = gateway(&docker, &env).await;
+    let pg = Postgres::start_reachable_from(&gw, &subnet);
+    let url = database(&pg, &gw, "schemadb").await;
+    let db = local(&url, &pg);
+    let version = || {
+        query_i64(
+            &db,
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        )
+    };
+
+    configure_command(&env, &url, 60, "[\"migrate\", \"up\", \"--to\", \"1\"]");
+    let (ok, r2, stderr) = env.xtask_json(&["deploy", "--image", &old]);
+    assert!(ok, "{r2}\n{stderr}");
+    assert_eq!(r2["release"]["schema"]["version"], 1, "{r2}");
+    configure(&env, &url, 60);
+    let (ok, r3, stderr) = env.xtask_json(&["deploy", "--image", &new]);
+    assert!(ok, "{r3}\n{stderr}");
+    assert_eq!(version().await, 2);
+
+    let refused = env.xtask(&["rollback"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("needs schema 1")
+            && stderr.contains("--migrate-down")
+            && stderr.contains("--restore BACKUP")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(version().await, 2);
+    let status = env.xtask_json(&["status"]).1;
+    assert_eq!(status["active_release"]["id"], r3["release"]["id"]);
+
+    let (ok, down, stderr) = env.xtask_json(&["rollback", "--migrate-down"]);
+    assert!(ok, "{down}\n{stderr}");
+    assert_eq!(down["release"]["restores"], r2["release"]["id"]);
+    assert_eq!(
+        down["release"]["hooks"][0]["hook"], "migrate_down",
+        "{down}"
+    );
+    assert_eq!(version().await, 1, "reverted by r3's own down migration");
+
+    let (ok, r5, stderr) = env.xtask_json(&["deploy", "--image", &tolerant]);
+    assert!(ok, "{r5}\n{stderr}");
+    assert_eq!(version().await, 2);
+    let (ok, free, stderr) = env.xtask_json(&["rollback"]);
+    assert!(ok, "across an additive migration: {free}\n{stderr}");
+    assert!(free["release"]["hooks"].is_null(), "{free}");
+    assert_eq!(version().await, 2, "the additive migration stays");
 }

@@ -71,7 +71,7 @@ async fn a_rollback_restores_the_image_id_its_release_ran_after_the_tag_moved() 
     let (ok, r2, stderr) = env.xtask_json(&["deploy", "--image", moving]);
     assert!(ok, "{r2}\n{stderr}");
     assert_eq!(r2["release"]["image_id"], second.as_str());
-    assert_eq!(running_ids(&docker, &env).await, [second.clone()]);
+    assert_eq!(running_ids(&docker, &env).await, vec![second.clone()]);
 
     let (ok, back, stderr) = env.xtask_json(&["rollback"]);
     assert!(ok, "{back}\n{stderr}");
@@ -79,7 +79,7 @@ async fn a_rollback_restores_the_image_id_its_release_ran_after_the_tag_moved() 
     assert_eq!(back["release"]["image_id"], first.as_str(), "{back}");
     assert_eq!(
         running_ids(&docker, &env).await,
-        [first.clone()],
+        vec![first.clone()],
         "the rollback runs r1's image, not what `moving` names now"
     );
 }

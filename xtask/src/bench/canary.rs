@@ -92,6 +92,7 @@ async fn deploy_with(
             strategy: Some(strategy),
             quiet: true,
             command: "bench".into(),
+            ..Default::default()
         },
     )
     .await

@@ -47,6 +47,7 @@ async fn measured(
         strategy: Some(strategy),
         quiet: true,
         command: "bench".into(),
+        ..Default::default()
     };
     let report = deploy::run(
         target,
@@ -100,6 +101,7 @@ pub async fn run(json: bool, docker_only: bool) -> Result<()> {
                 strategy: None,
                 quiet: true,
                 command: "bench".into(),
+                ..Default::default()
             },
         )
         .await?;

@@ -88,6 +88,7 @@ async fn ours(v1: &str, v2: &str) -> Result<(Figure, Figure, Figure, Figure)> {
             strategy: Some(strategy),
             quiet: true,
             command: "bench".into(),
+            ..Default::default()
         };
         let (target, env) = (&target, &env);
         async move { crate::deploy::run(target, env, source, &options).await }

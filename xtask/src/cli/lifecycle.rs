@@ -147,6 +147,7 @@ pub async fn up(env_arg: EnvArg) -> Result<ExitCode> {
         strategy: None,
         quiet: false,
         command: "up".into(),
+        ..Default::default()
     };
     let report = deploy::run(
         &target,

@@ -53,6 +53,12 @@ pub struct RollbackArgs {
     /// Release id to restore (default: the previous good release)
     #[arg(long)]
     pub to: Option<String>,
+    /// When it needs an older schema: revert the newer migrations first, in the active release's image
+    #[arg(long, conflicts_with = "restore")]
+    pub migrate_down: bool,
+    /// When it needs an older schema: restore this backup first (`cargo xtask backup list`)
+    #[arg(long, value_name = "BACKUP")]
+    pub restore: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -139,6 +145,7 @@ pub async fn deploy_command(args: DeployArgs) -> Result<ExitCode> {
         strategy: args.strategy,
         quiet: args.json,
         command: "deploy".into(),
+        ..Default::default()
     };
     let source = Source::Image { image, overrides };
     if args.dry_run {
@@ -154,6 +161,8 @@ pub async fn rollback_command(args: RollbackArgs) -> Result<ExitCode> {
         strategy: None,
         quiet: args.json,
         command: "rollback".into(),
+        migrate_down: args.migrate_down,
+        restore: args.restore.clone(),
     };
     let target = connect(&env, &args.env).await?;
     let report = deploy::run(&target, &env, Source::Restore { to: args.to }, &options).await?;

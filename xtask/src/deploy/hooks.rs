@@ -8,9 +8,12 @@
 //! A rollback runs no hook: it restores a release that served before.
 use std::sync::Mutex;
 
-use super::release::{HookRun, Release};
+use super::{
+    release::{HookRun, Release},
+    schema::Before,
+};
 use crate::{
-    environment::{Environment, HookKind},
+    environment::{Environment, HookConfig, HookKind},
     gate::Failure,
     progress::Step,
     targets::Target,
@@ -85,6 +88,60 @@ pub async fn pre_deploy(
         format!("{}; no traffic moved", run.describe()),
         None,
     ))
+}
+
+/// A rollback to an older schema: the active release's image reverts its
+/// newer migrations (`--migrate-down`), or a backup is restored
+/// (`--restore`), under the lock, before anything else happens.
+pub async fn schema_first(
+    target: &impl Target,
+    env: &Environment,
+    before: &Before,
+    ran: &Ran,
+    step: &Step,
+) -> Result<(), Failure> {
+    match before {
+        Before::Nothing => Ok(()),
+        Before::MigrateDown { active, to } => {
+            let hook = HookConfig {
+                command: vec![
+                    "migrate".into(),
+                    "down".into(),
+                    "--to".into(),
+                    to.to_string(),
+                ],
+                timeout_seconds: 300,
+                backup_first: false,
+            };
+            step.line(&format!("migrate down --to {to} in {}'s image", active.id));
+            target.prepare(active).await.map_err(Failure::from_error)?;
+            let run = target
+                .run_hook(active, HookKind::MigrateDown, &hook)
+                .await
+                .map_err(Failure::from_error)?;
+            ran.keep(&run);
+            match run.passed() {
+                true => Ok(()),
+                false => Err(Failure::new(
+                    format!("{}; no traffic moved", run.describe()),
+                    None,
+                )),
+            }
+        }
+        Before::Restore(backup) => {
+            step.line(&format!("restoring backup {backup} first"));
+            let backups = crate::backup::Backups::for_env(env).map_err(Failure::from_error)?;
+            crate::backup::restore(&backups, backup, true)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    Failure::new(
+                        format!("restoring backup {backup} failed, so nothing moved: {e:#}"),
+                        None,
+                    )
+                })
+        }
+    }
 }
 
 /// After verification: a failure is reported and kept, never undone.

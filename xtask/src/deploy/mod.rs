@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod lock;
 pub mod records;
 pub mod release;
+pub mod schema;
 pub mod sensitive;
 
 use self::release::{History, Release};
@@ -51,10 +52,15 @@ pub struct DeployReport {
     pub failure_logs: Option<String>,
 }
 
+#[derive(Default)]
 pub struct Options {
     pub strategy: Option<Strategy>,
     pub quiet: bool,
     pub command: String,
+    /// Rollback: revert the active release's newer migrations first (`deploy::schema`).
+    pub migrate_down: bool,
+    /// Rollback: restore this backup first (`deploy::schema`).
+    pub restore: Option<String>,
 }
 
 /// The fully resolved environment of a release: plain variables plus secrets, resolved here.
@@ -129,11 +135,18 @@ pub async fn run(
         target.admit(&mut release).await?;
         // Secrets resolve before anything is recorded: a missing one is a plain error, not a failed release.
         resolve_env(&release)?;
+        // So does a rollback to an older schema without a way to get there.
+        let before = schema::before_rollback(
+            history.active(),
+            &release,
+            options.migrate_down,
+            options.restore.as_deref(),
+        )?;
         let id = history.begin(release);
         target.write_history(&history).await?;
         let release = history.get(&id).expect("just recorded").clone();
         let previous = history.active().cloned();
-        locked(target, env, history, release, previous, options).await
+        locked(target, env, history, release, previous, &before, options).await
     })
     .await
 }
@@ -144,6 +157,7 @@ async fn locked(
     mut history: History,
     release: Release,
     previous: Option<Release>,
+    before: &schema::Before,
     options: &Options,
 ) -> Result<DeployReport> {
     let gate = Gate {
@@ -167,6 +181,7 @@ async fn locked(
     // Ctrl-C or a CI cancel anywhere up to the verified record is a failure like any other.
     let outcome: Result<(), Failure> = tokio::select! {
         outcome = async {
+            hooks::schema_first(target, env, before, &ran, &step).await?;
             hooks::pre_deploy(target, env, &release, &ran, &step).await?;
             strategy::run(&strategy).await?;
             moved = Some(started.elapsed().as_secs_f64());
@@ -408,6 +423,7 @@ pub fn draft_release(
         restores: None,
         verified_at: None,
         analysis: Vec::new(),
+        schema: None,
         hooks: Vec::new(),
     };
     if base.strategy == Strategy::Canary && env.file.canary.is_none() {
@@ -461,6 +477,7 @@ pub fn draft_release(
                 env: chosen.env.clone(),
                 secrets: chosen.secrets.clone(),
                 replicas: chosen.replicas,
+                schema: chosen.schema.clone(),
                 restores: Some(chosen.id.clone()),
                 // A rollback goes back at once: the release it restores
                 // served before, and an incident is no time to walk steps.

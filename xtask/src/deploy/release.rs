@@ -60,6 +60,9 @@ pub struct Release {
     /// A canary's analysis: every query measured at every step, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<crate::gate::analysis::Measurement>,
+    /// The schema its image's migrations go up to (`deploy::schema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<super::schema::Schema>,
     /// The hooks the run ran (`[hooks]`), with their output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookRun>,
@@ -182,6 +185,7 @@ impl History {
             restores: None,
             verified_at: None,
             analysis: Vec::new(),
+            schema: None,
             hooks: Vec::new(),
         }
     }
@@ -371,6 +375,7 @@ mod tests {
             restores: None,
             verified_at: None,
             analysis: Vec::new(),
+            schema: None,
             hooks: Vec::new(),
         }
     }

@@ -302,6 +302,7 @@ http_port = 18080
             strategy: None,
             quiet: true,
             command: "deploy".into(),
+            ..Default::default()
         };
         let err = deploy::draft_release(&dev, &History::default(), source, &options)
             .unwrap_err()

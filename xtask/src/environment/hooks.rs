@@ -42,6 +42,8 @@ fn default_backup() -> bool {
 pub enum HookKind {
     PreDeploy,
     PostDeploy,
+    /// A rollback's `--migrate-down`, in the active release's image.
+    MigrateDown,
 }
 
 impl HookKind {
@@ -49,6 +51,7 @@ impl HookKind {
         match self {
             HookKind::PreDeploy => "pre_deploy",
             HookKind::PostDeploy => "post_deploy",
+            HookKind::MigrateDown => "migrate_down",
         }
     }
 }

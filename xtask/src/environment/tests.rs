@@ -404,6 +404,7 @@ fn a_rollback_in_a_canary_environment_goes_back_at_once() {
         strategy: None,
         quiet: true,
         command: "test".into(),
+        ..Default::default()
     };
     for image in ["app:1", "app:2"] {
         let source = Source::Image {

@@ -122,6 +122,10 @@ pub async fn build(docker: &Docker, request: &BuildRequest) -> Result<BuiltImage
         context::SBOM_DIGEST_LABEL.into(),
         sbom::sha256_hex(&sbom_bytes),
     );
+    // The schema its migrations go up to, for schema-aware rollbacks.
+    labels.extend(crate::deploy::schema::labels_for(
+        &crate::workspace::root().join("app/migrations"),
+    )?);
     let files = [
         context::File {
             path: "app".into(),

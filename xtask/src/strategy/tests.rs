@@ -48,6 +48,7 @@ fn options() -> Options {
         strategy: None,
         quiet: true,
         command: "deploy".into(),
+        ..Default::default()
     }
 }
 

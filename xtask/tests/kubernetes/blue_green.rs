@@ -9,6 +9,7 @@ async fn blue_green(s: &Setup, image: &str) -> DeployReport {
         strategy: Some(xtask::environment::Strategy::BlueGreen),
         quiet: true,
         command: "deploy".into(),
+        ..Default::default()
     };
     deploy::run(&s.target, &s.env, source, &options)
         .await

@@ -113,6 +113,7 @@ fn options(command: &str) -> Options {
         strategy: None,
         quiet: true,
         command: command.into(),
+        ..Default::default()
     }
 }
 

@@ -58,13 +58,17 @@ impl Target for DockerTarget {
         let recorded = (release.restores.is_some() && !release.image_id.is_empty())
             .then(|| release.image_id.clone());
         if let Some(id) = &recorded {
-            if self.docker.inspect_image(id).await.is_ok() {
+            if let Ok(inspect) = self.docker.inspect_image(id).await {
+                release.schema = schema_of(&inspect).or(release.schema.take());
                 return Ok(());
             }
         }
         pull_if_missing(&self.docker, &release.image).await?;
         let found = match self.docker.inspect_image(&release.image).await {
-            Ok(inspect) => inspect.id,
+            Ok(inspect) => {
+                release.schema = schema_of(&inspect).or(release.schema.take());
+                inspect.id
+            }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => None,
@@ -372,4 +376,10 @@ async fn pull_if_missing(docker: &bollard::Docker, image: &str) -> Result<()> {
         item.with_context(|| format!("pulling {image}"))?;
     }
     Ok(())
+}
+
+/// The schema an image's labels name (`deploy::schema`).
+fn schema_of(inspect: &bollard::models::ImageInspect) -> Option<crate::deploy::schema::Schema> {
+    let labels = inspect.config.as_ref()?.labels.as_ref()?;
+    crate::deploy::schema::from_labels(labels)
 }

@@ -60,12 +60,17 @@ impl Target for FleetTarget {
                 let mut own = draft.clone();
                 async move {
                     m.target.admit(&mut own).await?;
-                    Ok(own.image_id)
+                    Ok((own.image_id, own.schema))
                 }
             })
             .await?;
-        let first = ids[0].clone();
-        if let Some((member, other)) = self.members.iter().zip(&ids).find(|(_, id)| **id != first) {
+        let (first, schema) = ids[0].clone();
+        if let Some((member, (other, _))) = self
+            .members
+            .iter()
+            .zip(&ids)
+            .find(|(_, (id, _))| *id != first)
+        {
             bail!(
                 "{} is image {} on host {} but {} on host {}: the tag moved between pulls; deploy by digest or push an immutable tag",
                 release.image,
@@ -76,6 +81,7 @@ impl Target for FleetTarget {
             );
         }
         release.image_id = first;
+        release.schema = schema;
         Ok(())
     }
 
