@@ -13,39 +13,38 @@ use super::support;
 static IMAGES: OnceCell<(String, String)> = OnceCell::const_new();
 
 pub async fn pushed_images(lab: &Lab) -> (String, String) {
-    IMAGES
-        .get_or_init(|| async {
-            let (machine, _) = support::docker().await;
-            let registry = lab.registry.as_ref().expect("the lab registry");
-            let c = registry.credentials().unwrap();
-            let auth =
-                xtask::registry::Credentials::new(&c.username, &c.password, "the lab registry");
-            let v1 = support::built_image(&machine).await.tags[0].clone();
-            let v2 = support::second_image(&machine).await;
-            let mut pushed = Vec::new();
-            for (source, tag) in [(v1, "v1"), (v2, "v2")] {
-                let target = format!("{}/xtask-test-app:{tag}", registry.address);
-                machine
-                    .tag_image(
-                        &source,
-                        Some(
-                            bollard::query_parameters::TagImageOptionsBuilder::default()
-                                .repo(&format!("{}/xtask-test-app", registry.address))
-                                .tag(tag)
-                                .build(),
-                        ),
-                    )
-                    .await
-                    .unwrap();
-                xtask::registry::push(&machine, &target, &registry.address, Some(&auth), true)
-                    .await
-                    .expect("pushing to the lab registry");
-                pushed.push(target);
-            }
-            (pushed[0].clone(), pushed[1].clone())
-        })
-        .await
-        .clone()
+    IMAGES.get_or_init(|| push_images(lab)).await.clone()
+}
+
+/// The app image as `v1` and a second release as `v2`, pushed to `lab`'s registry.
+pub async fn push_images(lab: &Lab) -> (String, String) {
+    let (machine, _) = support::docker().await;
+    let registry = lab.registry.as_ref().expect("the lab registry");
+    let c = registry.credentials().unwrap();
+    let auth = xtask::registry::Credentials::new(&c.username, &c.password, "the lab registry");
+    let v1 = support::built_image(&machine).await.tags[0].clone();
+    let v2 = support::second_image(&machine).await;
+    let mut pushed = Vec::new();
+    for (source, tag) in [(v1, "v1"), (v2, "v2")] {
+        let target = format!("{}/xtask-test-app:{tag}", registry.address);
+        machine
+            .tag_image(
+                &source,
+                Some(
+                    bollard::query_parameters::TagImageOptionsBuilder::default()
+                        .repo(&format!("{}/xtask-test-app", registry.address))
+                        .tag(tag)
+                        .build(),
+                ),
+            )
+            .await
+            .unwrap();
+        xtask::registry::push(&machine, &target, &registry.address, Some(&auth), true)
+            .await
+            .expect("pushing to the lab registry");
+        pushed.push(target);
+    }
+    (pushed[0].clone(), pushed[1].clone())
 }
 
 /// An environment over lab hosts, in its own folder.
@@ -237,27 +236,32 @@ api_rate = 1000000
     pub async fn running(&self) -> Vec<BTreeMap<String, usize>> {
         let mut all = Vec::new();
         for host in &self.lab.hosts {
-            let docker = engine::connect(&host.docker_host()).await.unwrap();
-            let filters = std::collections::HashMap::from([(
-                "label".to_owned(),
-                vec![format!("xtask.scope={}", self.scope())],
-            )]);
-            let options = ListContainersOptionsBuilder::default()
-                .filters(&filters)
-                .build();
-            let mut by_release = BTreeMap::new();
-            for c in docker.list_containers(Some(options)).await.unwrap() {
-                let labels = c.labels.unwrap_or_default();
-                if labels.get("xtask.role").map(String::as_str) != Some("instance") {
-                    continue;
-                }
-                if let Some(release) = labels.get("xtask.release") {
-                    *by_release.entry(release.clone()).or_insert(0) += 1;
-                }
-            }
-            all.push(by_release);
+            all.push(self.running_on(host).await);
         }
         all
+    }
+
+    /// Release id -> instances running on `host`, from its own engine.
+    pub async fn running_on(&self, host: &xtask::lab::Host) -> BTreeMap<String, usize> {
+        let docker = engine::connect(&host.docker_host()).await.unwrap();
+        let filters = std::collections::HashMap::from([(
+            "label".to_owned(),
+            vec![format!("xtask.scope={}", self.scope())],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut by_release = BTreeMap::new();
+        for c in docker.list_containers(Some(options)).await.unwrap() {
+            let labels = c.labels.unwrap_or_default();
+            if labels.get("xtask.role").map(String::as_str) != Some("instance") {
+                continue;
+            }
+            if let Some(release) = labels.get("xtask.release") {
+                *by_release.entry(release.clone()).or_insert(0) += 1;
+            }
+        }
+        by_release
     }
 
     pub async fn assert_only(&self, release: &str, what: &str) {

@@ -1,9 +1,10 @@
 //! The lab for real: a 3-host swarm lab shared by the tests of this binary
 //! (up once, down by the last test to finish), and a 1-host lab of its own
-//! for the teardown scenarios. Needs root, like `cargo xtask ci`; a missing
+//! for the teardown scenarios, and a 2-host one for a host lost mid-deploy. Needs root, like `cargo xtask ci`; a missing
 //! tool or root is a failure, never a skip.
 mod env;
 mod fleet;
+mod lost;
 #[path = "../support/mod.rs"]
 mod support;
 mod swarm;
