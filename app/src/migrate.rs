@@ -29,6 +29,7 @@ macro_rules! migration {
 pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "create_items", "0001_create_items"),
     migration!(2, "items_created_at_index", "0002_items_created_at_index"),
+    migration!(3, "items_note", "0003_items_note"),
 ];
 
 /// The newest schema version this binary knows.

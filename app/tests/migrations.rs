@@ -49,10 +49,10 @@ fn up_status_down_and_up_again_are_recorded_and_idempotent() {
     let before = status(&pg);
     assert_eq!(
         (before["current"].as_i64(), before["latest"].as_i64()),
-        (Some(0), Some(2)),
+        (Some(0), Some(3)),
         "{before}"
     );
-    assert_eq!(before["pending"], json!([1, 2]));
+    assert_eq!(before["pending"], json!([1, 2, 3]));
     assert_eq!(
         migrate(&pg, &["status"]).0,
         1,
@@ -61,9 +61,12 @@ fn up_status_down_and_up_again_are_recorded_and_idempotent() {
 
     let (code, out, err) = migrate(&pg, &["up"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("applied [1, 2]: schema at version 2"), "{out}");
+    assert!(
+        out.contains("applied [1, 2, 3]: schema at version 3"),
+        "{out}"
+    );
     let after = status(&pg);
-    assert_eq!(after["current"], 2);
+    assert_eq!(after["current"], 3);
     assert_eq!(after["pending"], json!([]));
     assert_eq!(after["applied"][1]["name"], "items_created_at_index");
     assert_eq!(migrate(&pg, &["status"]).0, 0);
@@ -79,9 +82,19 @@ fn up_status_down_and_up_again_are_recorded_and_idempotent() {
     let (code, out, _) = migrate(&pg, &["up"]);
     assert_eq!(code, 0);
     assert!(out.contains("nothing to apply"), "{out}");
-    assert_eq!(psql(&pg, "SELECT count(*) FROM schema_migrations"), "2");
+    assert_eq!(psql(&pg, "SELECT count(*) FROM schema_migrations"), "3");
 
     // Down reverts one step at a time, its record with it.
+    let (code, out, err) = migrate(&pg, &["down"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("reverted [3]: schema at version 2"), "{out}");
+    assert_eq!(
+        psql(
+            &pg,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'note'"
+        ),
+        "0"
+    );
     let (code, out, err) = migrate(&pg, &["down"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("reverted [2]: schema at version 1"), "{out}");
@@ -92,7 +105,7 @@ fn up_status_down_and_up_again_are_recorded_and_idempotent() {
         ),
         "0"
     );
-    assert_eq!(status(&pg)["pending"], json!([2]));
+    assert_eq!(status(&pg)["pending"], json!([2, 3]));
     let (code, out, _) = migrate(&pg, &["down", "--to", "0"]);
     assert_eq!(code, 0);
     assert!(out.contains("reverted [1]: schema at version 0"), "{out}");
@@ -102,7 +115,7 @@ fn up_status_down_and_up_again_are_recorded_and_idempotent() {
     assert_eq!(migrate(&pg, &["up", "--to", "1"]).0, 0);
     assert_eq!(status(&pg)["current"], 1);
     assert_eq!(migrate(&pg, &["up"]).0, 0);
-    assert_eq!(status(&pg)["current"], 2);
+    assert_eq!(status(&pg)["current"], 3);
 }
 
 #[test]
@@ -127,7 +140,7 @@ fn a_version_applied_by_a_newer_release_is_reported_and_not_reverted_blindly() {
     );
     assert_eq!(
         psql(&pg, "SELECT count(*) FROM schema_migrations"),
-        "3",
+        "4",
         "nothing reverted"
     );
 }

@@ -105,11 +105,11 @@ async fn create_then_rows_deleted_then_restore_brings_every_row_back() {
 
     let created = backup::create(&b, Some("r-test".into())).await.unwrap();
     let m = &created.manifest;
-    assert_eq!(m.schema_version, Some(2));
+    assert_eq!(m.schema_version, Some(3));
     assert_eq!(m.release.as_deref(), Some("r-test"));
     assert_eq!(m.database, "appdb");
     assert_eq!(m.tables["public.items"].rows, 1000);
-    assert_eq!(m.tables["public.schema_migrations"].rows, 2);
+    assert_eq!(m.tables["public.schema_migrations"].rows, 3);
     assert_eq!(m.tables, stats(&url).await);
     let (sha, size) = backup::store::sha256_file(&created.path).unwrap();
     assert_eq!((sha, size), (m.sha256.clone(), m.size_bytes));

@@ -119,35 +119,78 @@ async fn pre_deploy_migrates_once_before_traffic_and_a_failing_slow_or_killed_ho
     let (gw, subnet) = gateway(&docker, &env).await;
     let pg = Postgres::start_reachable_from(&gw, &subnet);
 
-    // A good migration: the schema is made by the hook, under load, with
-    // no failed request; rows written before the next deploy stay.
+    // The schema up to version 2, made by the hook of the first release
+    // that names the database; rows written before the next deploy.
     let url = database(&pg, &gw, "appdb").await;
-    configure(&env, &url, 60);
-    let target = env.target().await;
-    let load = env.load(target.public_client().unwrap()).await;
-    let (ok, migrated, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
-    assert!(ok, "{migrated}\n{stderr}");
-    let hooks = &migrated["release"]["hooks"];
-    assert_eq!(hooks[0]["hook"], "pre_deploy", "{migrated}");
-    assert_eq!(hooks[0]["outcome"], "passed", "{migrated}");
+    let db = local(&url, &pg);
+    configure_command(&env, &url, 60, "[\"migrate\", \"up\", \"--to\", \"2\"]");
+    let (ok, made, stderr) = env.xtask_json(&["deploy", "--image", &v2]);
+    assert!(ok, "{made}\n{stderr}");
+    let hooks = &made["release"]["hooks"];
+    assert_eq!(hooks[0]["hook"], "pre_deploy", "{made}");
+    assert_eq!(hooks[0]["outcome"], "passed", "{made}");
     assert!(
         !hooks[0]["output"].as_str().unwrap().contains(PASSWORD),
         "no secret in the stored output: {hooks}"
     );
-    let db = local(&url, &pg);
     assert_eq!(
-        query_i64(&db, "SELECT count(*) FROM schema_migrations").await,
+        query_i64(&db, "SELECT max(version) FROM schema_migrations").await,
         2
     );
     let client = pg::Conn::from_url(&db).unwrap().client().await.unwrap();
     client
-        .batch_execute("INSERT INTO items (name) SELECT 'row ' || g FROM generate_series(1, 50) g")
+        .batch_execute(
+            "INSERT INTO items (name) SELECT 'before ' || g FROM generate_series(1, 50) g",
+        )
         .await
         .unwrap();
-    let (ok, again, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
-    assert!(ok, "migrations already applied: {again}\n{stderr}");
-    assert_eq!(query_i64(&db, "SELECT count(*) FROM items").await, 50);
-    let served = again["release"]["id"].clone();
+
+    // The migration that adds a column (3, additive), run by the next
+    // deploy's hook under keep-alive load and while the app takes writes.
+    configure(&env, &url, 60);
+    let public = env.target().await.public_client().unwrap();
+    let load = env.load(public.clone()).await;
+    let writer = Writer::start(public, format!("{}/items", env.public_url()));
+    let (ok, migrated, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
+    assert!(ok, "{migrated}\n{stderr}");
+    let (written, write_errors) = writer.stop().await;
+    assert!(
+        write_errors.is_empty(),
+        "writes during the deploy: {write_errors:?}"
+    );
+    assert!(
+        written > 10,
+        "the app took writes during the deploy: {written}"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT max(version) FROM schema_migrations").await,
+        3
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'note'"
+        )
+        .await,
+        1,
+        "the column is there"
+    );
+    let after = Writer::start(
+        env.target().await.public_client().unwrap(),
+        format!("{}/items", env.public_url()),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (written_after, after_errors) = after.stop().await;
+    assert!(
+        after_errors.is_empty() && written_after > 0,
+        "{after_errors:?}"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM items").await,
+        50 + written as i64 + written_after as i64,
+        "rows written before, during and after the migration are all there"
+    );
+    let served = migrated["release"]["id"].clone();
     let report = load.stop().await;
     assert_eq!(report.failed, 0, "{:?}", report.errors);
     assert!(report.ok > 100);
@@ -246,8 +289,39 @@ async fn pre_deploy_migrates_once_before_traffic_and_a_failing_slow_or_killed_ho
     blocker.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         query_i64(&db, "SELECT count(*) FROM schema_migrations").await,
-        2
+        3
     );
+}
+
+/// POSTs items through the public URL, one after another, until stopped.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Writer {
+    fn start(client: reqwest::Client, url: String) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut written, mut errors) = (0u64, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = serde_json::json!({ "name": format!("written {written}") });
+                match client.post(&url).json(&body).send().await {
+                    Ok(r) if r.status() == 201 => written += 1,
+                    Ok(r) => errors.push(format!("HTTP {}", r.status())),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (written, errors)
+        });
+        Writer { stop, task }
+    }
+
+    async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
 }
 
 /// The app image relabelled as a release whose migrations go up to
@@ -305,7 +379,7 @@ async fn a_rollback_to_an_older_schema_is_refused_unless_migrated_down() {
     let (ok, r2, stderr) = env.xtask_json(&["deploy", "--image", &old]);
     assert!(ok, "{r2}\n{stderr}");
     assert_eq!(r2["release"]["schema"]["version"], 1, "{r2}");
-    configure(&env, &url, 60);
+    configure_command(&env, &url, 60, "[\"migrate\", \"up\", \"--to\", \"2\"]");
     let (ok, r3, stderr) = env.xtask_json(&["deploy", "--image", &new]);
     assert!(ok, "{r3}\n{stderr}");
     assert_eq!(version().await, 2);
