@@ -123,3 +123,33 @@ async fn readiness_probes_share_one_database_connection() {
     support::wait_until(&app.url("/ready"), 200).await;
     assert_eq!(backends(postgres.url()).await.len(), 1);
 }
+
+/// The same for Redis: checks share one kept connection, named
+/// `app-readiness`, instead of connecting for every probe.
+#[tokio::test]
+async fn health_checks_share_one_redis_connection() {
+    let redis = Redis::start();
+    let app = App::start(&[("REDIS_URL", &redis.url())]);
+    support::wait_until(&app.url("/ready"), 200).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        assert_eq!(get(&app, "/health/detailed").await.0, 200);
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let ids: Vec<String> = list
+            .lines()
+            .filter(|l| l.contains("name=app-readiness"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        seen.push(ids);
+    }
+    assert!(
+        seen.iter().all(|ids| ids.len() == 1 && *ids == seen[0]),
+        "one kept connection, the same one each time: {seen:?}"
+    );
+}
