@@ -407,6 +407,30 @@ async fn a_rollback_to_an_older_schema_is_refused_unless_migrated_down() {
     );
     assert_eq!(version().await, 1, "reverted by r3's own down migration");
 
+    // --restore: a backup taken at schema 1 brings the database back
+    // before the rollback to a release that needs it.
+    let backups = tempfile::tempdir().unwrap();
+    let local_url = env.path.with_extension("local-url");
+    std::fs::write(&local_url, &db).unwrap();
+    let backup_table = format!(
+        "[backup]\ndir = \"{}\"\ndatabase_url = \"file:{}\"\n",
+        backups.path().display(),
+        local_url.display()
+    );
+    env.append(&backup_table);
+    let (ok, taken, stderr) = env.xtask_json(&["backup", "create"]);
+    assert!(ok, "{taken}\n{stderr}");
+    assert_eq!(taken["manifest"]["schema_version"], 1, "{taken}");
+    let backup = taken["manifest"]["id"].as_str().unwrap().to_owned();
+    let (ok, again, stderr) = env.xtask_json(&["deploy", "--image", &new]);
+    assert!(ok, "{again}\n{stderr}");
+    assert_eq!(version().await, 2);
+    let (ok, restored, stderr) = env.xtask_json(&["rollback", "--restore", &backup]);
+    assert!(ok, "{restored}\n{stderr}");
+    assert_eq!(version().await, 1, "the backup's schema is back");
+    let text = std::fs::read_to_string(&env.path).unwrap();
+    std::fs::write(&env.path, text.replace(&backup_table, "")).unwrap();
+
     let (ok, r5, stderr) = env.xtask_json(&["deploy", "--image", &tolerant]);
     assert!(ok, "{r5}\n{stderr}");
     assert_eq!(version().await, 2);
