@@ -187,7 +187,8 @@ async fn a_rollback_after_traffic_moved_starts_the_old_tasks_first_without_a_fai
     assert_eq!(
         running(&target).await,
         all("blue", "r1"),
-        "swarm's rollback put r1 back"
+        "swarm's rollback put r1 back; the run said: {report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         load.ok_so_far() > served_before + 100,
