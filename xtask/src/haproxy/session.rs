@@ -93,6 +93,11 @@ pub struct Session {
     output: Output,
     buf: Vec<u8>,
     stderr: String,
+    /// A line was sent and its answer not read yet. Still set when the next
+    /// line comes, the caller of the last one was cancelled (Ctrl-C drops
+    /// a deploy's future mid-command): that answer is still on its way and
+    /// would be taken for the next line's, so the session must go.
+    awaiting: bool,
 }
 
 impl Session {
@@ -109,6 +114,7 @@ impl Session {
             output,
             buf: Vec::new(),
             stderr: String::new(),
+            awaiting: false,
         };
         tokio::time::timeout(OPEN_TIMEOUT, async {
             loop {
@@ -131,12 +137,19 @@ impl Session {
         if line.contains(['\n', '\r']) {
             return Answer::Refused(format!("command line {line:?} contains a newline"));
         }
+        if self.awaiting {
+            return Answer::Broken(anyhow::anyhow!(
+                "the session is out of step: the answer to a cancelled line is still due"
+            ));
+        }
         let exchange = async {
+            self.awaiting = true;
             self.input.write_all(format!("{line}\n").as_bytes()).await?;
             self.input.flush().await?;
             loop {
                 if let Some((frame, len)) = parse_frame(&self.buf)? {
                     self.buf.drain(..len);
+                    self.awaiting = false;
                     return Ok::<_, anyhow::Error>(frame);
                 }
                 self.read_more().await?;
@@ -213,6 +226,10 @@ pub async fn send(
     line: &str,
 ) -> Option<Result<String>> {
     let mut slot = shared.lock().await;
+    if matches!(&*slot, Slot::Open(session) if session.awaiting) {
+        // Its last caller was cancelled mid-line: a fresh session, in step.
+        *slot = Slot::Closed;
+    }
     if matches!(*slot, Slot::Closed) {
         *slot = match Session::open(docker, container).await {
             Ok(session) => Slot::Open(session),
@@ -271,6 +288,46 @@ mod tests {
         assert!(parse_frame(b"maybe 3\nabc").is_err());
         assert!(parse_frame(b"ok -1\n").is_err());
         assert!(parse_frame(&[b'x'; 100]).is_err());
+    }
+
+    /// A session over an answer stream the test feeds.
+    fn fed() -> (Session, tokio::sync::mpsc::UnboundedSender<&'static str>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+        let output = futures_util::stream::unfold(rx, |mut rx| async move {
+            let text = rx.recv().await?;
+            Some((
+                Ok(LogOutput::StdOut {
+                    message: text.as_bytes().to_vec().into(),
+                }),
+                rx,
+            ))
+        });
+        let session = Session {
+            input: Box::pin(tokio::io::sink()),
+            output: Box::pin(output),
+            buf: Vec::new(),
+            stderr: String::new(),
+            awaiting: false,
+        };
+        (session, tx)
+    }
+
+    #[tokio::test]
+    async fn a_line_whose_caller_was_cancelled_puts_the_session_out_of_step() {
+        let (mut session, tx) = fed();
+        tx.send("ok 3\none").unwrap();
+        assert!(matches!(session.request("show info").await, Answer::Ok(a) if a == "one"));
+        // The caller gives up before the answer comes (Ctrl-C mid-command).
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(20), session.request("show stat")).await;
+        assert!(cancelled.is_err());
+        // Its answer arrives late; the next line must not take it for its own.
+        tx.send("ok 5\nstats").unwrap();
+        match session.request("set server app/s1 state maint").await {
+            Answer::Broken(e) => assert!(format!("{e}").contains("out of step"), "{e}"),
+            Answer::Ok(a) => panic!("took the cancelled line's answer: {a:?}"),
+            Answer::Refused(r) => panic!("refused: {r}"),
+        }
     }
 
     #[test]
