@@ -104,6 +104,18 @@ pub fn credentials_for(
     from_docker_config(registry)
 }
 
+/// The engine's auth header for pulling `image`: credentials for the
+/// registry it names (see `credentials_for`), none for an image that names no registry.
+pub fn auth_for_image(
+    image: &str,
+    engine: Option<&engine::EngineState>,
+) -> Result<Option<DockerCredentials>> {
+    let Some(registry) = registry_of(image) else {
+        return Ok(None);
+    };
+    Ok(credentials_for(registry, engine)?.map(|c| c.docker_auth(registry)))
+}
+
 /// REGISTRY_USERNAME/REGISTRY_PASSWORD, when `registry` is the one they are
 /// for: the one XTASK_REGISTRY names, or the engine's own registry.
 fn from_environment(

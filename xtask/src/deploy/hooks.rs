@@ -73,21 +73,34 @@ pub async fn pre_deploy(
             })?;
         step.line(&format!("backup {}", created.path.display()));
     }
-    target.prepare(release).await.map_err(Failure::from_error)?;
     step.line(&format!("pre_deploy: {}", hook.command.join(" ")));
+    before_traffic(target, release, HookKind::PreDeploy, &hook, ran, step).await
+}
+
+/// A hook that must pass before any traffic moves, in `release`'s image:
+/// kept with the run, and a failure when it did not pass.
+async fn before_traffic(
+    target: &impl Target,
+    release: &Release,
+    kind: HookKind,
+    hook: &HookConfig,
+    ran: &Ran,
+    step: &Step,
+) -> Result<(), Failure> {
+    target.prepare(release).await.map_err(Failure::from_error)?;
     let run = target
-        .run_hook(release, HookKind::PreDeploy, &hook)
+        .run_hook(release, kind, hook)
         .await
         .map_err(Failure::from_error)?;
     ran.keep(&run);
-    if run.passed() {
-        step.line(&run.describe());
-        return Ok(());
+    step.line(&run.describe());
+    match run.passed() {
+        true => Ok(()),
+        false => Err(Failure::new(
+            format!("{}; no traffic moved", run.describe()),
+            None,
+        )),
     }
-    Err(Failure::new(
-        format!("{}; no traffic moved", run.describe()),
-        None,
-    ))
 }
 
 /// A rollback to an older schema: the active release's image reverts its
@@ -114,19 +127,7 @@ pub async fn schema_first(
                 backup_first: false,
             };
             step.line(&format!("migrate down --to {to} in {}'s image", active.id));
-            target.prepare(active).await.map_err(Failure::from_error)?;
-            let run = target
-                .run_hook(active, HookKind::MigrateDown, &hook)
-                .await
-                .map_err(Failure::from_error)?;
-            ran.keep(&run);
-            match run.passed() {
-                true => Ok(()),
-                false => Err(Failure::new(
-                    format!("{}; no traffic moved", run.describe()),
-                    None,
-                )),
-            }
+            before_traffic(target, active, HookKind::MigrateDown, &hook, ran, step).await
         }
         Before::Restore(backup) => {
             step.line(&format!("restoring backup {backup} first"));

@@ -103,6 +103,15 @@ impl HookRun {
 }
 
 impl Release {
+    /// What an engine starts: the image id the release admitted (tags move
+    /// with every build), its reference only before it has one.
+    pub fn runnable_image(&self) -> &str {
+        match self.image_id.is_empty() {
+            true => &self.image,
+            false => &self.image_id,
+        }
+    }
+
     /// For output: `--env` values pass through `redact`, so a secret passed
     /// that way (which it should not be) is not printed again.
     pub fn redacted(&self) -> Release {

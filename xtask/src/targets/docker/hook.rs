@@ -50,10 +50,7 @@ impl DockerTarget {
         // A hook container of an earlier, killed run of this release.
         let _ = remove_forced(&self.docker, &name).await;
         let body = ContainerCreateBody {
-            image: Some(match release.image_id.is_empty() {
-                true => release.image.clone(),
-                false => release.image_id.clone(),
-            }),
+            image: Some(release.runnable_image().to_owned()),
             cmd: Some(hook.command.clone()),
             env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(HashMap::from([

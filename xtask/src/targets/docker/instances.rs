@@ -123,11 +123,7 @@ impl DockerTarget {
             (labels::PORT.to_owned(), listens.to_string()),
         ]);
         let body = ContainerCreateBody {
-            // By id: the image the release admitted, even if its tag moved since.
-            image: Some(match release.image_id.is_empty() {
-                true => release.image.clone(),
-                false => release.image_id.clone(),
-            }),
+            image: Some(release.runnable_image().to_owned()),
             env: Some(vars),
             labels: Some(labels.clone()),
             stop_timeout: Some((self.drain_seconds.ceil() as i64) + 10),

@@ -34,16 +34,8 @@ impl Target for DockerTarget {
     }
 
     fn public_client(&self) -> Result<reqwest::Client> {
-        let pem = std::fs::read(self.cert_path()).with_context(|| {
-            format!(
-                "reading the balancer's certificate {} (made by the first deploy from this machine)",
-                self.cert_path().display()
-            )
-        })?;
-        let cert =
-            reqwest::Certificate::from_pem(&pem).context("parsing the balancer's certificate")?;
         reqwest::Client::builder()
-            .add_root_certificate(cert)
+            .add_root_certificate(self.trusted_cert()?)
             .build()
             .context("building the public client")
     }
@@ -359,15 +351,11 @@ impl Target for DockerTarget {
 /// Pulls `image` into `docker` unless it is there, with the credentials
 /// of the registry it names (never another's).
 async fn pull_if_missing(docker: &bollard::Docker, image: &str) -> Result<()> {
-    if docker.inspect_image(image).await.is_ok() {
+    if crate::registry::registry_of(image).is_none() || docker.inspect_image(image).await.is_ok() {
         return Ok(());
     }
-    let Some(registry) = crate::registry::registry_of(image) else {
-        return Ok(());
-    };
     let state = crate::engine::load_state().ok().flatten();
-    let auth = crate::registry::credentials_for(registry, state.as_ref())?
-        .map(|c| c.docker_auth(registry));
+    let auth = crate::registry::auth_for_image(image, state.as_ref())?;
     let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
         .from_image(image)
         .build();

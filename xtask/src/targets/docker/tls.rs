@@ -33,6 +33,17 @@ impl DockerTarget {
         self.runtime_dir.join("tls").join("cert.pem")
     }
 
+    /// The balancer's certificate, for a client to trust.
+    pub(crate) fn trusted_cert(&self) -> Result<reqwest::Certificate> {
+        let pem = std::fs::read(self.cert_path()).with_context(|| {
+            format!(
+                "reading the balancer's certificate {} (made by the first deploy from this machine)",
+                self.cert_path().display()
+            )
+        })?;
+        reqwest::Certificate::from_pem(&pem).context("parsing the balancer's certificate")
+    }
+
     /// The certificate and the PEM (certificate and key) the balancer serves:
     /// the running balancer's (see `adopt_served_pem`), else made once per
     /// environment on this machine and read back, so the balancer's

@@ -34,17 +34,11 @@ impl Target for FleetTarget {
     fn public_client(&self) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder();
         for member in &self.members {
-            let path = member.target.cert_path();
-            let pem = std::fs::read(&path).with_context(|| {
-                format!(
-                    "reading host {}'s balancer certificate {} (made by the first deploy from this machine)",
-                    member.host,
-                    path.display()
-                )
-            })?;
-            builder = builder.add_root_certificate(
-                reqwest::Certificate::from_pem(&pem).context("parsing a balancer's certificate")?,
-            );
+            let cert = member
+                .target
+                .trusted_cert()
+                .with_context(|| format!("host {}", member.host))?;
+            builder = builder.add_root_certificate(cert);
         }
         builder.build().context("building the public client")
     }

@@ -205,13 +205,7 @@ impl SwarmTarget {
     /// Credentials for the registry `image` comes from, sent with each create
     /// and update so every node can pull it (`--with-registry-auth`).
     pub fn registry_auth(&self, image: &str) -> Result<Option<bollard::auth::DockerCredentials>> {
-        let Some(registry) = crate::registry::registry_of(image) else {
-            return Ok(None);
-        };
-        Ok(
-            crate::registry::credentials_for(registry, self.engine_state.as_ref())?
-                .map(|c| c.docker_auth(registry)),
-        )
+        crate::registry::auth_for_image(image, self.engine_state.as_ref())
     }
 }
 
