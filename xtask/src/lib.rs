@@ -20,6 +20,7 @@ pub mod progress;
 pub mod prometheus;
 pub mod registry;
 pub mod report;
+pub mod s3;
 pub mod scan;
 pub mod setup;
 pub mod ssh;

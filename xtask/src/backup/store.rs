@@ -96,12 +96,16 @@ pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a backup manifest", path.display()))?;
+    parse_manifest(&text, &path.display().to_string())
+}
+
+/// A manifest's text, from a file or an object named by `source`.
+pub fn parse_manifest(text: &str, source: &str) -> Result<Manifest> {
+    let manifest: Manifest =
+        serde_json::from_str(text).with_context(|| format!("{source} is not a backup manifest"))?;
     if manifest.format != MANIFEST_FORMAT {
         bail!(
-            "{}: manifest format {} is not the one this xtask reads ({MANIFEST_FORMAT})",
-            path.display(),
+            "{source}: manifest format {} is not the one this xtask reads ({MANIFEST_FORMAT})",
             manifest.format
         );
     }

@@ -56,6 +56,7 @@ pub async fn run(rows: u64, json: bool) -> Result<()> {
         dir: dir.join("ours"),
         keep: 2,
         conn: conn.clone(),
+        offsite: None,
     };
     let (pg_dump, pg_restore) = (pg::tool("pg_dump")?, pg::tool("pg_restore")?);
     let time = Instant::now;

@@ -104,6 +104,13 @@ pub async fn run(action: BackupAction) -> Result<ExitCode> {
                         removed => format!("keep {}: removed {}", backups.keep, removed.join(", ")),
                     },
                 ]);
+                if let Some(synced) = &created.offsite {
+                    let mut done = format!("copied {}", synced.uploaded.join(", "));
+                    if !synced.removed.is_empty() {
+                        done += &format!("; removed {}", synced.removed.join(", "));
+                    }
+                    table.row(vec![synced.location.clone(), done]);
+                }
                 table.emit();
             }
             Ok(ExitCode::SUCCESS)
@@ -111,31 +118,36 @@ pub async fn run(action: BackupAction) -> Result<ExitCode> {
         BackupAction::List { env, json } => {
             let environment = releases::load_env(&env)?;
             let backups = Backups::for_env(&environment)?;
-            let entries = backup::list(&backups)?;
+            let listed = backup::list_everywhere(&backups).await?;
             if json {
-                let manifests: Vec<_> = entries.iter().map(|e| &e.manifest).collect();
-                report::print_json(&manifests);
+                report::print_json(&listed);
                 return Ok(ExitCode::SUCCESS);
+            }
+            let mut places = backups.dir.display().to_string();
+            if let Some(offsite) = &backups.offsite {
+                places += &format!(" and {}", offsite.describe());
             }
             let mut table = report::Table::new(
                 &format!(
-                    "backups of {} in {} (keep {})",
-                    environment.name,
-                    backups.dir.display(),
-                    backups.keep
+                    "backups of {} in {places} (keep {})",
+                    environment.name, backups.keep
                 ),
-                &["id", "created", "size", "schema", "release", "rows", "note"],
+                &[
+                    "id", "where", "created", "size", "schema", "release", "rows", "note",
+                ],
             );
-            for e in &entries {
-                let m = &e.manifest;
+            for l in &listed {
+                let m = &l.manifest;
                 let rows: i64 = m.tables.values().map(|t| t.rows).sum();
-                let present = if e.dump.is_file() {
-                    ""
-                } else {
-                    " (dump missing)"
+                let place = match (l.local, l.offsite) {
+                    (true, true) => "folder, s3",
+                    (true, false) => "folder",
+                    (false, true) => "s3",
+                    (false, false) => "dump missing",
                 };
                 table.row(vec![
-                    format!("{}{present}", m.id),
+                    m.id.clone(),
+                    place.into(),
                     m.created_at.clone(),
                     size(m.size_bytes),
                     opt(m.schema_version),

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{resolve_secret, workspace, Environment};
+use crate::s3::BucketConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,32 @@ pub struct BackupConfig {
     pub keep: usize,
     /// "env:VARIABLE" or "file:/path" holding the postgres:// URL (a secret: it carries the password).
     pub database_url: String,
+    /// An S3-compatible bucket every backup is also copied to (off-site).
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// `[backup.s3]`: keys are `<prefix><environment>/<id>.dump|json`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// `https://host[:port]` of an S3-compatible service; default AWS's `https://s3.<region>.amazonaws.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Put before `<environment>/`: "" or ending in "/".
+    #[serde(default)]
+    pub prefix: String,
+    /// `endpoint/bucket/key` addressing; default: true with an `endpoint`, false for AWS.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// "env:VARIABLE" or "file:/path", like every secret in this file.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// For temporary (STS) credentials.
+    #[serde(default)]
+    pub session_token: Option<String>,
 }
 
 fn default_keep() -> usize {
@@ -34,6 +61,8 @@ pub struct BackupSettings {
     pub keep: usize,
     /// The resolved URL. Never printed: `Debug` hides it.
     pub database_url: String,
+    /// The bucket (credentials resolved) and this environment's key prefix.
+    pub offsite: Option<(BucketConfig, String)>,
 }
 
 impl std::fmt::Debug for BackupSettings {
@@ -42,6 +71,7 @@ impl std::fmt::Debug for BackupSettings {
             .field("dir", &self.dir)
             .field("keep", &self.keep)
             .field("database_url", &"…")
+            .field("offsite", &self.offsite)
             .finish()
     }
 }
@@ -61,7 +91,20 @@ impl Environment {
         if !(1..=1000).contains(&b.keep) {
             bail!(self.field_error("backup.keep", b.keep, "must be between 1 and 1000"));
         }
-        let reference = &b.database_url;
+        self.check_reference(
+            "backup.database_url",
+            &b.database_url,
+            "the postgres:// URL",
+        )?;
+        if let Some(s3) = &b.s3 {
+            self.validate_s3(s3)?;
+        }
+        Ok(())
+    }
+
+    /// `env:VARIABLE` or `file:/path`; anything else is most likely the
+    /// secret itself, so it is never echoed.
+    pub(super) fn check_reference(&self, field: &str, reference: &str, holds: &str) -> Result<()> {
         if let Some(variable) = reference.strip_prefix("env:") {
             let ok = !variable.is_empty()
                 && variable
@@ -69,7 +112,7 @@ impl Environment {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
                 bail!(self.field_error(
-                    "backup.database_url",
+                    field,
                     format!("{reference:?}"),
                     "env:VARIABLE needs a variable name of letters, digits and _"
                 ));
@@ -77,17 +120,16 @@ impl Environment {
         } else if let Some(path) = reference.strip_prefix("file:") {
             if !path.starts_with('/') {
                 bail!(self.field_error(
-                    "backup.database_url",
+                    field,
                     format!("{reference:?}"),
                     "file:/path needs an absolute path"
                 ));
             }
         } else {
-            // Never echoed: it is most likely the URL itself, password included.
             bail!(self.field_error(
-                "backup.database_url",
+                field,
                 "…",
-                "must be \"env:VARIABLE\" or \"file:/path\" naming where the postgres:// URL is; the URL holds a password and never goes in this file"
+                &format!("must be \"env:VARIABLE\" or \"file:/path\" naming where {holds} is; a secret never goes in this file")
             ));
         }
         Ok(())
@@ -114,10 +156,15 @@ impl Environment {
         } else {
             workspace::root().join(&b.dir)
         };
+        let offsite = match &b.s3 {
+            Some(s3) => Some(self.resolve_s3(s3)?),
+            None => None,
+        };
         Ok(BackupSettings {
             dir: dir.join(&self.name),
             keep: b.keep,
             database_url,
+            offsite,
         })
     }
 }

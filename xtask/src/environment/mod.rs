@@ -382,11 +382,12 @@ pub fn resolve_secret(name: &str, reference: &str) -> Result<String> {
 }
 
 mod backup;
+mod backup_s3;
 mod canary;
 mod hooks;
 mod validate;
 
-pub use backup::{BackupConfig, BackupSettings};
+pub use backup::{BackupConfig, BackupSettings, S3Config};
 pub use canary::{AnalysisConfig, CanaryConfig, FAULT_VARIABLES};
 pub use hooks::{HookConfig, HookKind, HooksConfig};
 

@@ -1,6 +1,6 @@
 use super::*;
 
-const GOOD: &str = r#"
+pub(super) const GOOD: &str = r#"
 [target]
 kind = "docker"
 [image]
@@ -21,7 +21,7 @@ https_port = 18443
 http_port = 18080
 "#;
 
-fn parse_str(text: &str) -> Result<Environment> {
+pub(super) fn parse_str(text: &str) -> Result<Environment> {
     parse(Path::new("infrastructure/environments/dev.toml"), text)
 }
 

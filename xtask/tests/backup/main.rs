@@ -1,7 +1,9 @@
 //! `cargo xtask backup` against a real PostgreSQL started by the test (the
 //! app's throwaway-cluster helper), with the app's own migrations applied
 //! and a password-protected, non-superuser role as the app would use.
-#[path = "../../app/tests/support/postgres.rs"]
+mod moto;
+mod offsite;
+#[path = "../../../app/tests/support/postgres.rs"]
 mod postgres;
 
 use std::path::Path;
@@ -71,6 +73,7 @@ fn backups(url: &str, dir: &Path, keep: usize) -> Backups {
         dir: dir.to_path_buf(),
         keep,
         conn: pg::Conn::from_url(url).unwrap(),
+        offsite: None,
     }
 }
 
