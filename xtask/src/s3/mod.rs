@@ -328,31 +328,36 @@ mod tests {
     }
 
     #[test]
-    fn path_style_puts_the_bucket_in_the_path_and_keeps_a_custom_port() {
-        let (url, host, path) = bucket("http://127.0.0.1:9000", true)
-            .address("xtask/prod/2026 a.json")
-            .unwrap();
-        assert_eq!(host, "127.0.0.1:9000");
-        assert_eq!(path, "/acme-backups/xtask/prod/2026%20a.json");
-        assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:9000/acme-backups/xtask/prod/2026%20a.json"
-        );
-        let (_, _, path) = bucket("http://127.0.0.1:9000", true).address("").unwrap();
-        assert_eq!(path, "/acme-backups");
-    }
-
-    #[test]
-    fn virtual_hosted_style_puts_the_bucket_in_the_host() {
-        let (url, host, path) = bucket("https://s3.eu-west-1.amazonaws.com", false)
-            .address("prod/x.dump")
-            .unwrap();
-        assert_eq!(host, "acme-backups.s3.eu-west-1.amazonaws.com");
-        assert_eq!(path, "/prod/x.dump");
-        assert_eq!(
-            url.as_str(),
-            "https://acme-backups.s3.eu-west-1.amazonaws.com/prod/x.dump"
-        );
+    fn path_style_for_an_endpoint_virtual_hosted_for_aws() {
+        let cases = [
+            (
+                "http://127.0.0.1:9000",
+                true,
+                "xtask/prod/2026 a.json",
+                "127.0.0.1:9000",
+                "/acme-backups/xtask/prod/2026%20a.json",
+            ),
+            (
+                "http://127.0.0.1:9000",
+                true,
+                "",
+                "127.0.0.1:9000",
+                "/acme-backups",
+            ),
+            (
+                "https://s3.eu-west-1.amazonaws.com",
+                false,
+                "prod/x.dump",
+                "acme-backups.s3.eu-west-1.amazonaws.com",
+                "/prod/x.dump",
+            ),
+        ];
+        for (endpoint, path_style, key, want_host, want_path) in cases {
+            let (url, host, path) = bucket(endpoint, path_style).address(key).unwrap();
+            assert_eq!((host.as_str(), path.as_str()), (want_host, want_path));
+            let scheme = endpoint.split(':').next().unwrap();
+            assert_eq!(url.as_str(), format!("{scheme}://{want_host}{want_path}"));
+        }
     }
 
     #[test]

@@ -327,35 +327,13 @@ async fn the_command_line_creates_lists_and_verifies_without_printing_the_url() 
     let pg = Postgres::start();
     let url = app_database(&pg, 100).await;
     let dir = tempfile::tempdir().unwrap();
-    let env_file = dir.path().join("backuptest.toml");
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../infrastructure/environments/dev.toml"),
-    )
-    .unwrap();
-    std::fs::write(
-        &env_file,
-        format!(
-            "{shipped}\n[backup]\ndir = \"{}\"\nkeep = 3\ndatabase_url = \"env:XTASK_BACKUP_TEST_URL\"\n",
-            dir.path().join("store").display()
-        ),
-    )
-    .unwrap();
-    let xtask = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .arg("-e")
-            .arg(&env_file)
-            .env("XTASK_BACKUP_TEST_URL", &url)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!text.contains(PASSWORD), "{text}");
-        (out.status.code(), text)
-    };
+    let table = format!(
+        "[backup]\ndir = \"{}\"\nkeep = 3\ndatabase_url = \"env:XTASK_BACKUP_TEST_URL\"\n",
+        dir.path().join("store").display()
+    );
+    let env_file = env_file(dir.path(), "backuptest", &table);
+    let vars = [("XTASK_BACKUP_TEST_URL", url.as_str())];
+    let xtask = |args: &[&str]| run_cli(&env_file, args, &vars, &[PASSWORD]);
     let (code, text) = xtask(&["backup", "create", "--release", "r-cli"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
@@ -373,4 +351,41 @@ async fn the_command_line_creates_lists_and_verifies_without_printing_the_url() 
     assert!(text.contains("pass --yes"), "{text}");
     let (code, text) = xtask(&["backup", "restore", "latest", "--yes", "--json"]);
     assert_eq!(code, Some(0), "{text}");
+}
+
+/// The shipped dev environment plus `table`, written as `<name>.toml` in `dir`.
+fn env_file(dir: &Path, name: &str, table: &str) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../infrastructure/environments/dev.toml"),
+    )
+    .unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, format!("{shipped}\n{table}")).unwrap();
+    path
+}
+
+/// `cargo xtask <args> -e <env_file>` with `vars` set; its exit code and
+/// output, which must not contain any of `never_shown`.
+fn run_cli(
+    env_file: &Path,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    never_shown: &[&str],
+) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .arg("-e")
+        .arg(env_file)
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in never_shown {
+        assert!(!text.contains(secret), "{text}");
+    }
+    (out.status.code(), text)
 }

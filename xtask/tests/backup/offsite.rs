@@ -9,7 +9,7 @@ use xtask::{
     s3::{Bucket, BucketConfig, Credentials},
 };
 
-use super::{app_database, backups, moto::Moto, names, sql, Postgres, PASSWORD};
+use super::{app_database, backups, env_file, moto::Moto, names, run_cli, sql, Postgres, PASSWORD};
 
 fn bucket(moto: &Moto, secret: &str) -> Bucket {
     Bucket::new(BucketConfig {
@@ -186,37 +186,20 @@ async fn the_command_line_copies_to_the_bucket_the_environment_file_names() {
     let (pg, moto) = (Postgres::start(), Moto::start().await);
     let url = app_database(&pg, 30).await;
     let dir = tempfile::tempdir().unwrap();
-    let env_file = dir.path().join("s3test.toml");
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../infrastructure/environments/dev.toml"),
-    )
-    .unwrap();
     let table = format!(
         "[backup]\ndir = \"{}\"\ndatabase_url = \"env:XTASK_BACKUP_TEST_URL\"\n\n[backup.s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nbucket = \"{}\"\nprefix = \"cli/\"\naccess_key_id = \"env:XTASK_TEST_S3_KEY\"\nsecret_access_key = \"env:XTASK_TEST_S3_SECRET\"\n",
         dir.path().join("store").display(),
         moto.endpoint,
         moto.bucket
     );
-    std::fs::write(&env_file, format!("{shipped}\n{table}")).unwrap();
-    let xtask = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .arg("-e")
-            .arg(&env_file)
-            .env("XTASK_BACKUP_TEST_URL", &url)
-            .env("XTASK_TEST_S3_KEY", &moto.access_key_id)
-            .env("XTASK_TEST_S3_SECRET", &moto.secret_access_key)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!text.contains(PASSWORD), "{text}");
-        assert!(!text.contains(&moto.secret_access_key), "{text}");
-        (out.status.code(), text)
-    };
+    let env_file = env_file(dir.path(), "s3test", &table);
+    let vars = [
+        ("XTASK_BACKUP_TEST_URL", url.as_str()),
+        ("XTASK_TEST_S3_KEY", moto.access_key_id.as_str()),
+        ("XTASK_TEST_S3_SECRET", moto.secret_access_key.as_str()),
+    ];
+    let never_shown = [PASSWORD, moto.secret_access_key.as_str()];
+    let xtask = |args: &[&str]| run_cli(&env_file, args, &vars, &never_shown);
     let (code, text) = xtask(&["backup", "create"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("s3://xtask-backups/cli/s3test/"), "{text}");
