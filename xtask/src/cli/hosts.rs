@@ -22,7 +22,7 @@ pub enum HostsAction {
 pub async fn run(action: HostsAction) -> Result<ExitCode> {
     let HostsAction::Prepare(args) = action;
     let env = load_env(&args.env)?;
-    let hosts: Vec<String> = match (env.engine_hosts(), env.engine_host()) {
+    let mut hosts: Vec<String> = match (env.engine_hosts(), env.engine_host()) {
         (many, _) if !many.is_empty() => many.to_vec(),
         (_, Some(one)) => vec![one.to_owned()],
         (_, None) => match std::env::var("DOCKER_HOST") {
@@ -32,6 +32,8 @@ pub async fn run(action: HostsAction) -> Result<ExitCode> {
                 .docker_host],
         },
     };
+    // A swarm's other balancer nodes need the image too.
+    hosts.extend(env.balancer_nodes().iter().cloned());
     let prepared = join_all(hosts.iter().map(|host| prepare(host, args.json))).await;
     let mut table = report::Table::new(
         &format!("hosts of {}", env.name),

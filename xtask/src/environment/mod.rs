@@ -60,6 +60,11 @@ pub struct EngineTargetConfig {
     /// instances. The first one keeps the lock and history (see docs/FLEET.md).
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Swarm: the engines of other nodes that run a balancer too, so
+    /// clients that reach those nodes are served there (the manager in
+    /// `host` always runs one). Each reaches the tasks over the overlay.
+    #[serde(default)]
+    pub balancer_nodes: Vec<String>,
 }
 
 /// Kubernetes: checked by `Environment::kube`, which names a missing field with an example.

@@ -129,7 +129,7 @@ fn a_docker_target_refuses_kubernetes_fields_and_needs_a_balancer() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("[target]") && err.contains("unknown field `namespace`, expected `host`"),
+        err.contains("[target]") && err.contains("unknown field `namespace`, expected one of `host`"),
         "{err}"
     );
     let without = &GOOD[..GOOD.find("[balancer]").unwrap()];
@@ -464,6 +464,52 @@ hosts = ["ssh://a@h2"]"#,
             fleet(r#"hosts = ["ssh://a@h1"]"#).replace("kind = \"docker\"", "kind = \"swarm\""),
             "target.hosts",
             "one manager",
+        ),
+    ];
+    for (text, field, fix) in cases {
+        let err = format!("{:#}", parse_str(&text).unwrap_err());
+        assert!(err.contains(field) && err.contains(fix), "{field}: {err}");
+    }
+}
+
+#[test]
+fn balancer_nodes_are_other_engines_of_a_swarm_each_once() {
+    let swarm = |target: &str| {
+        GOOD.replace(
+            "kind = \"docker\"",
+            &format!("kind = \"swarm\"\nhost = \"ssh://m@h1\"\n{target}"),
+        )
+    };
+    let env = parse_str(&swarm(r#"balancer_nodes = ["ssh://m@h2", "ssh://m@h3"]"#)).unwrap();
+    assert_eq!(env.balancer_nodes().len(), 2);
+    let cases = [
+        (
+            GOOD.replace(
+                "kind = \"docker\"",
+                "kind = \"docker\"\nbalancer_nodes = [\"ssh://a@h2\"]",
+            ),
+            "target.balancer_nodes",
+            "for swarm targets",
+        ),
+        (
+            swarm(r#"balancer_nodes = ["ssh://m@h1"]"#),
+            "target.balancer_nodes",
+            "is target.host",
+        ),
+        (
+            swarm(r#"balancer_nodes = ["ssh://m@h2", "ssh://m@h2"]"#),
+            "target.balancer_nodes[1]",
+            "listed twice",
+        ),
+        (
+            swarm(r#"balancer_nodes = ["h2"]"#),
+            "target.balancer_nodes[0]",
+            "ssh://user@host",
+        ),
+        (
+            swarm(r#"balancer_nodes = ["ssh://m@h2"]"#).replace("\"rolling\"", "\"canary\""),
+            "deploy.strategy",
+            "not built yet",
         ),
     ];
     for (text, field, fix) in cases {

@@ -149,7 +149,24 @@ impl Environment {
             bail!(self.field_error(
                 "target.hosts",
                 format!("{:?}", self.engine_hosts()),
-                "a swarm is reached through one manager: name it in target.host (its nodes come from the swarm)"
+                "a swarm is reached through one manager: name it in target.host (its nodes come from the swarm; target.balancer_nodes runs a balancer on others)"
+            ));
+        }
+        self.validate_engine_list("target.balancer_nodes", self.balancer_nodes())?;
+        if let Some(manager) = self.engine_host() {
+            if self.balancer_nodes().iter().any(|n| n == manager) {
+                bail!(self.field_error(
+                    "target.balancer_nodes",
+                    manager,
+                    "is target.host, whose balancer is always there; list the other nodes"
+                ));
+            }
+        }
+        if !self.balancer_nodes().is_empty() && self.file.deploy.strategy == Strategy::Canary {
+            bail!(self.field_error(
+                "deploy.strategy",
+                "\"canary\"",
+                "a canary with target.balancer_nodes is not built yet (its analysis reads one balancer's metrics, not every node's)"
             ));
         }
         let s = self.file.swarm.clone().unwrap_or_default();
@@ -212,25 +229,7 @@ impl Environment {
                 "give either host (one engine) or hosts (several), not both"
             ));
         }
-        for (i, host) in hosts.iter().enumerate() {
-            if !["ssh://", "unix://", "tcp://"]
-                .iter()
-                .any(|p| host.starts_with(p))
-            {
-                bail!(self.field_error(
-                    &format!("target.hosts[{i}]"),
-                    host,
-                    "each host is ssh://user@host[:port], unix:///path or tcp://host:port (TLS)"
-                ));
-            }
-            if hosts[..i].contains(host) {
-                bail!(self.field_error(
-                    &format!("target.hosts[{i}]"),
-                    host,
-                    "listed twice; each host once"
-                ));
-            }
-        }
+        self.validate_engine_list("target.hosts", hosts)?;
         if self.file.deploy.strategy == Strategy::Canary {
             bail!(self.field_error(
                 "deploy.strategy",
@@ -241,8 +240,35 @@ impl Environment {
         Ok(())
     }
 
+    /// Engine addresses: each a scheme the engine client speaks, each once.
+    fn validate_engine_list(&self, field: &str, engines: &[String]) -> Result<()> {
+        for (i, host) in engines.iter().enumerate() {
+            if !["ssh://", "unix://", "tcp://"]
+                .iter()
+                .any(|p| host.starts_with(p))
+            {
+                bail!(self.field_error(
+                    &format!("{field}[{i}]"),
+                    host,
+                    "each is ssh://user@host[:port], unix:///path or tcp://host:port (TLS)"
+                ));
+            }
+            if engines[..i].contains(host) {
+                bail!(self.field_error(&format!("{field}[{i}]"), host, "listed twice; each once"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_docker(&self) -> Result<()> {
         self.validate_hosts()?;
+        if !self.balancer_nodes().is_empty() && self.file.target.kind() != TargetKind::Swarm {
+            bail!(self.field_error(
+                "target.balancer_nodes",
+                format!("{:?}", self.balancer_nodes()),
+                "is for swarm targets (a balancer on other nodes of the swarm); a Docker target over several hosts uses target.hosts"
+            ));
+        }
         let Some(b) = &self.file.balancer else {
             bail!(
                 "{}: [balancer] is missing: a {} target needs https_port and http_port",
@@ -375,6 +401,14 @@ impl Environment {
         match &self.file.target {
             TargetConfig::Docker(e) | TargetConfig::Swarm(e) => e.host.as_deref(),
             TargetConfig::Kubernetes(_) => None,
+        }
+    }
+
+    /// Swarm: the other nodes' engines that run a balancer (empty: the manager's only).
+    pub fn balancer_nodes(&self) -> &[String] {
+        match &self.file.target {
+            TargetConfig::Docker(e) | TargetConfig::Swarm(e) => &e.balancer_nodes,
+            _ => &[],
         }
     }
 

@@ -67,6 +67,10 @@ pub struct Settings {
     pub image: String,
     /// User-defined bridge network shared with the instances.
     pub network: String,
+    /// False for a swarm overlay the manager made: a worker's engine does
+    /// not list it until something on it runs there, and must not make a
+    /// local bridge of the same name; the container joins it by name.
+    pub create_network: bool,
     /// Where the host ports are published: 127.0.0.1 for a balancer used
     /// from its own host, the host's address when clients come from elsewhere.
     pub publish_address: IpAddr,
@@ -182,7 +186,9 @@ impl HaproxyBalancer {
         );
         let mut labels = settings.labels.clone();
         labels.insert(labels::SCOPE.into(), settings.scope.clone());
-        engine::ensure_network(docker, &settings.network, &labels).await?;
+        if settings.create_network {
+            engine::ensure_network(docker, &settings.network, &labels).await?;
+        }
         let name = container_name(&settings.scope);
         let balancer = HaproxyBalancer {
             docker: docker.clone(),

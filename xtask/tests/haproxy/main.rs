@@ -79,6 +79,7 @@ impl Stack {
             scope,
             image,
             network: network.clone(),
+            create_network: true,
             publish_address: [127, 0, 0, 1].into(),
             https_port: https,
             http_port: http,

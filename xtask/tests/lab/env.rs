@@ -53,8 +53,10 @@ pub struct LabEnv {
     pub name: String,
     pub path: PathBuf,
     pub https_port: u16,
-    /// A swarm environment: one balancer, on the manager.
+    /// A swarm environment: one balancer, on the manager...
     swarm: bool,
+    /// ...and one on each other node (`target.balancer_nodes`).
+    node_balancers: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -88,6 +90,26 @@ impl LabEnv {
         );
         env.swarm = true;
         env
+    }
+
+    /// `swarm`, with a balancer on every node: `target.balancer_nodes`
+    /// names the workers' engines.
+    pub fn swarm_balanced_on_every_node(lab: &'static Lab, label: &str, replicas: usize) -> LabEnv {
+        let env = Self::swarm(lab, label, "rolling", replicas);
+        let workers: Vec<String> = lab.hosts[1..]
+            .iter()
+            .map(|h| format!("\"{}\"", h.ssh_docker_host()))
+            .collect();
+        let text = std::fs::read_to_string(&env.path).unwrap().replacen(
+            "[image]",
+            &format!("balancer_nodes = [{}]\n[image]", workers.join(", ")),
+            1,
+        );
+        std::fs::write(&env.path, text).unwrap();
+        LabEnv {
+            node_balancers: true,
+            ..env
+        }
     }
 
     fn with(lab: &'static Lab, label: &str, target: &str, deploy: &str, extra: &str) -> LabEnv {
@@ -132,13 +154,14 @@ api_rate = 1000000
             path,
             https_port,
             swarm: false,
+            node_balancers: false,
             _dir: dir,
         }
     }
 
     /// The lab hosts whose balancers take public traffic.
     fn fronts(&self) -> Vec<&'static xtask::lab::Host> {
-        match self.swarm {
+        match self.swarm && !self.node_balancers {
             true => vec![self.lab.manager().unwrap()],
             false => self.lab.hosts.iter().collect(),
         }
@@ -146,7 +169,7 @@ api_rate = 1000000
 
     /// This machine's folder for one front's balancer certificate.
     fn runtime_folder(&self, host: &xtask::lab::Host) -> PathBuf {
-        let name = match self.swarm {
+        let name = match self.swarm && !self.node_balancers {
             true => self.scope(),
             false => format!("{}@{}", self.scope(), host.address),
         };
@@ -281,7 +304,9 @@ api_rate = 1000000
     pub async fn destroy(&self) {
         if self.swarm {
             let _ = self.xtask(&["down"]);
-            let _ = std::fs::remove_dir_all(self.runtime_folder(self.lab.manager().unwrap()));
+            for host in self.fronts() {
+                let _ = std::fs::remove_dir_all(self.runtime_folder(host));
+            }
             return;
         }
         let env = xtask::environment::load(self.path.to_str().unwrap()).unwrap();

@@ -138,3 +138,62 @@ async fn a_swarm_over_three_nodes_spreads_tasks_deploys_under_load_and_survives_
     }
     env.destroy().await;
 }
+
+/// `target.balancer_nodes`: a balancer on each of the three nodes, each
+/// reaching the tasks over the overlay wherever they run. Under keep-alive
+/// load on all three public URLs: rolling, blue-green and a crashing
+/// release, not one failed request on any node; every node's balancer ends
+/// on the release the history says is active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_balancer_on_every_node_serves_each_deploy_without_a_failed_request() {
+    let lease = shared_lab().await;
+    let lab = lease.0;
+    let (v1, v2) = pushed_images(lab).await;
+    let env = LabEnv::swarm_balanced_on_every_node(lab, "swn", 3);
+    prepared(&env);
+
+    let (ok, first, stderr) = env.json(&["deploy", "--image", &v1]);
+    assert!(ok, "first deploy: {first}\n{stderr}");
+    let balancers = balancer_nodes(lab, &env.scope()).await;
+    assert_eq!(balancers.len(), 3, "a balancer on each node: {balancers:?}");
+
+    let loads = env.load().await;
+    let (ok, rolled, stderr) = env.json(&["deploy", "--image", &v2]);
+    assert!(ok, "rolling deploy: {rolled}\n{stderr}");
+    let (ok, green, stderr) = env.json(&["deploy", "--image", &v1, "--strategy", "blue-green"]);
+    assert!(ok, "blue-green deploy: {green}\n{stderr}");
+    let (ok, crashed, _) = env.json(&["deploy", "--image", &v2, "--env", "PORT=abc"]);
+    assert!(!ok, "a crashing release fails: {crashed}");
+    assert_eq!(crashed["release"]["outcome"], "failed", "{crashed}");
+
+    let client = env.client();
+    let mut served = BTreeSet::new();
+    for (url, load) in env.urls().iter().zip(loads) {
+        let report = load.stop().await;
+        assert!(report.ok > 100, "{url}: {report:?}");
+        assert_eq!(report.failed, 0, "{url}: {report:?}");
+        let version = client.get(format!("{url}/version")).send().await.unwrap();
+        served.insert(version.text().await.unwrap());
+    }
+    assert_eq!(
+        served.len(),
+        1,
+        "every node serves the same release: {served:?}"
+    );
+    env.destroy().await;
+}
+
+/// The lab hosts that run the environment's balancer container.
+async fn balancer_nodes(lab: &Lab, scope: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for host in &lab.hosts {
+        let docker = xtask::engine::connect(&host.docker_host()).await.unwrap();
+        let name = format!("{scope}-balancer");
+        if let Ok(inspect) = docker.inspect_container(&name, None).await {
+            if inspect.state.and_then(|s| s.running) == Some(true) {
+                found.insert(host.name.clone());
+            }
+        }
+    }
+    found
+}

@@ -139,6 +139,7 @@ impl DockerTarget {
             scope: self.scope.clone(),
             image,
             network: self.network.clone(),
+            create_network: !self.on_swarm_node,
             https_port: self.balancer_config.https_port,
             http_port: self.balancer_config.http_port,
             exporter_port: self.balancer_config.metrics_port.unwrap_or(0),

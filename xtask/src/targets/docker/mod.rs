@@ -31,7 +31,7 @@ use futures_util::future::join_all;
 pub use instances::Instance;
 use instances::{list_scoped, remove_forced};
 pub use prune::{prune_images, Pruned};
-pub use tls::runtime_root;
+pub use tls::{client_trusting, runtime_root};
 
 use super::InstanceState;
 use crate::{
@@ -83,6 +83,9 @@ pub struct DockerTarget {
     /// The balancer's runtime-API session, shared by every handle this
     /// target opens (see `haproxy::session`).
     session: haproxy::session::Shared,
+    /// A balancer on a swarm worker, joining the manager's overlay (see
+    /// `SwarmTarget`): it runs no instance and makes no network.
+    on_swarm_node: bool,
     /// Names of instances whose create was sent and not yet answered: a run
     /// interrupted there (Ctrl-C drops the call) may still get the
     /// container from the engine after its undo looked (see `settle`).
@@ -151,7 +154,7 @@ impl DockerTarget {
         let folder = match placement
             .engine
             .as_deref()
-            .filter(|_| !env.engine_hosts().is_empty())
+            .filter(|_| !env.engine_hosts().is_empty() || !env.balancer_nodes().is_empty())
         {
             Some(host) => format!(
                 "{scope}@{}",
@@ -181,10 +184,17 @@ impl DockerTarget {
             public_url: placement.public_url(env.balancer().https_port),
             public_host: placement.public_host,
             session: Default::default(),
+            on_swarm_node: false,
             creating: Default::default(),
         };
         target.adopt_served_pem().await?;
         Ok(target)
+    }
+
+    /// This target as the balancer of a swarm node other than the manager.
+    pub fn on_swarm_node(mut self) -> DockerTarget {
+        self.on_swarm_node = true;
+        self
     }
 
     pub fn docker(&self) -> &Docker {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use super::DockerTarget;
 use crate::haproxy;
+use crate::targets::Target;
 
 /// The balancer's TLS files live on the deploying machine, outside any
 /// checkout, so every runner on it finds the same ones.
@@ -108,6 +109,21 @@ impl DockerTarget {
         std::fs::write(self.cert_path(), cert)
             .with_context(|| format!("writing {}", self.cert_path().display()))
     }
+}
+
+/// A client that trusts the balancer certificate of each of `targets` (a
+/// fleet's hosts, a swarm's balancer nodes).
+pub fn client_trusting<'a>(
+    targets: impl Iterator<Item = &'a DockerTarget>,
+) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    for target in targets {
+        let cert = target
+            .trusted_cert()
+            .with_context(|| format!("the balancer at {}", target.public_url()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().context("building the public client")
 }
 
 #[cfg(test)]

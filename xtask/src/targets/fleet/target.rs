@@ -32,15 +32,7 @@ impl Target for FleetTarget {
 
     /// Trusts every host's balancer certificate.
     fn public_client(&self) -> Result<reqwest::Client> {
-        let mut builder = reqwest::Client::builder();
-        for member in &self.members {
-            let cert = member
-                .target
-                .trusted_cert()
-                .with_context(|| format!("host {}", member.host))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        builder.build().context("building the public client")
+        crate::targets::docker::client_trusting(self.members.iter().map(|m| &m.target))
     }
 
     /// Every host pulls the image it lacks (see the Docker target's

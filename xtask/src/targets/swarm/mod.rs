@@ -11,6 +11,7 @@
 //! deploying machine never needs to reach a task. History and lock are swarm
 //! config objects, so every manager, and every fresh runner, sees the same
 //! ones.
+mod nodes;
 mod records;
 mod repair;
 pub mod rollout;
@@ -49,7 +50,11 @@ pub struct SwarmTarget {
     drain_seconds: f64,
     /// The balancer in front: the Docker target's HAProxy container (its
     /// certificate, config and runtime API) on the manager, on `network`.
+    /// Its checks are the gate's evidence.
     front: DockerTarget,
+    /// `target.balancer_nodes`: the same balancer on other nodes, on the
+    /// same overlay, steered to the same weights from their own checks.
+    nodes: Vec<DockerTarget>,
     /// `<scope>-net`: the attachable overlay the tasks and the balancer share.
     network: String,
     /// The port tasks listen on (`PORT`, from [app] port).
@@ -87,7 +92,9 @@ impl SwarmTarget {
         }
         let scope = env.scope();
         let front = DockerTarget::connect(env).await?;
+        let nodes = nodes::connect(env, &docker).await?;
         Ok(SwarmTarget {
+            nodes,
             ledger: Ledger::new(records::ConfigStore {
                 docker: docker.clone(),
                 scope: scope.clone(),
@@ -158,7 +165,9 @@ impl SwarmTarget {
     /// The network, then the balancer container on it (started if stopped).
     pub async fn ensure_front(&self) -> Result<crate::haproxy::HaproxyBalancer> {
         self.ensure_network().await?;
-        self.front.ensure_balancer().await
+        let front = self.front.ensure_balancer().await?;
+        self.ensure_node_balancers().await?;
+        Ok(front)
     }
 
     /// Removes every trace of the environment: services, secrets, history and
@@ -170,8 +179,10 @@ impl SwarmTarget {
         }
         self.ledger.remove_all().await?;
         service::remove_unused_secrets(self).await?;
-        if let Some(balancer) = self.front.balancer().await {
-            balancer.remove().await?;
+        for target in self.balancers() {
+            if let Some(balancer) = target.balancer().await {
+                balancer.remove().await?;
+            }
         }
         // The tasks' endpoints leave the overlay a moment after their service.
         for _ in 0..100 {
@@ -183,7 +194,9 @@ impl SwarmTarget {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let _ = std::fs::remove_dir_all(self.front.runtime_dir());
+        for target in self.balancers() {
+            let _ = std::fs::remove_dir_all(target.runtime_dir());
+        }
         Ok(())
     }
 
@@ -194,10 +207,12 @@ impl SwarmTarget {
                 self.scale(&current, 0).await?;
             }
         }
-        match self.front.balancer().await {
-            Some(balancer) => balancer.stop().await,
-            None => Ok(()),
+        for target in self.balancers() {
+            if let Some(balancer) = target.balancer().await {
+                balancer.stop().await?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -222,8 +237,15 @@ impl Target for SwarmTarget {
         self.public_url.clone()
     }
 
+    fn public_urls(&self) -> Vec<String> {
+        self.balancers().map(|b| b.public_url()).collect()
+    }
+
     fn public_client(&self) -> Result<reqwest::Client> {
-        self.front.public_client()
+        if self.nodes.is_empty() {
+            return self.front.public_client();
+        }
+        crate::targets::docker::client_trusting(self.balancers())
     }
 
     /// Nodes pull by reference; the local id is recorded when this engine has the image.

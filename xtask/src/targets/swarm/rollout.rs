@@ -20,7 +20,6 @@ use super::{
 use crate::{
     deploy::release::Release,
     gate::Gate,
-    haproxy::{AdminState, Command},
     progress::Step,
     targets::{docker::check_of, Check, InstanceState, Observation, Seen, Split, Verdict},
 };
@@ -374,16 +373,7 @@ impl SwarmTarget {
                 if release_of(&service).as_deref() == Some(release) && replicas_of(&service) > 0 {
                     // Out of the balancer first (no request, no check), then
                     // stopped: each task finishes what it serves as it drains.
-                    let rows = self.rows().await?;
-                    let tasks = self.tasks(&name).await?;
-                    let out: Vec<_> = tasks
-                        .iter()
-                        .filter_map(|t| slot_row(&rows, t.addr)?.slot)
-                        .map(|slot| Command::set_state(slot, AdminState::Maint))
-                        .collect();
-                    if !out.is_empty() {
-                        self.front.open_balancer().await?.exec(&out).await?;
-                    }
+                    self.take_out(&self.tasks(&name).await?).await?;
                     self.scale(&service, 0).await?;
                 }
             }

@@ -16,7 +16,10 @@ use anyhow::Result;
 use super::{tasks::TaskView, SwarmTarget, COLOURS};
 use crate::{
     haproxy::{runtime::MAX_WEIGHT, AdminState, Command, ServerStat, ServerStatus},
-    targets::{docker::traffic, Split},
+    targets::{
+        docker::{traffic, DockerTarget},
+        Split,
+    },
 };
 
 /// The weight each task in traffic gets when traffic is spread evenly.
@@ -132,22 +135,20 @@ impl SwarmTarget {
             .collect())
     }
 
-    /// A slot at weight 0 for each running task of `tasks` that has none:
-    /// HAProxy starts checking it, and the gate waits for plain UP.
+    /// A slot at weight 0 for each running task of `tasks` that has none,
+    /// on every balancer: HAProxy starts checking it, and the gate waits for
+    /// plain UP on the manager's. Returns how many the manager's got.
     pub async fn attach(&self, tasks: &[&TaskView], rows: &[ServerStat]) -> Result<usize> {
-        let wanted: Vec<(String, SocketAddr)> = tasks
-            .iter()
-            .filter(|t| matches!(t.state.as_str(), "starting" | "running"))
-            .filter_map(|t| Some((t.name.clone(), t.addr?)))
-            .filter(|(_, addr)| slot_row(rows, Some(*addr)).is_none())
-            .collect();
-        let count = wanted.len();
-        self.front.attach_addrs(wanted).await?;
+        let count = attach_missing(&self.front, tasks, rows).await?;
+        for node in &self.nodes {
+            attach_missing(node, tasks, &node.slots().await?).await?;
+        }
         Ok(count)
     }
 
-    /// Sends the weights to the balancer; `all` are every task swarm still
-    /// reports (their slots stay, at weight 0 when not in `weights`).
+    /// Sends the weights to every balancer (`rows`: the manager's); `all`
+    /// are every task swarm still reports (their slots stay, at weight 0
+    /// when not in `weights`). Each node's commands come from its own rows.
     pub async fn route(
         &self,
         rows: &[ServerStat],
@@ -159,12 +160,26 @@ impl SwarmTarget {
             .filter(|t| t.wanted() || t.running())
             .filter_map(|t| Some(t.addr?.to_string()))
             .collect();
-        let commands = route_commands(rows, weights, &live)?;
-        if commands.is_empty() {
-            return Ok(());
+        exec(&self.front, route_commands(rows, weights, &live)?).await?;
+        for node in &self.nodes {
+            let commands = route_commands(&node.slots().await?, weights, &live)?;
+            exec(node, commands).await?;
         }
-        let balancer = self.front.open_balancer().await?;
-        balancer.exec(&commands).await.map(drop)
+        Ok(())
+    }
+
+    /// Takes the slots of `tasks` out of every balancer (MAINT).
+    pub async fn take_out(&self, tasks: &[TaskView]) -> Result<()> {
+        for balancer in self.balancers() {
+            let rows = balancer.slots().await?;
+            let out: Vec<_> = tasks
+                .iter()
+                .filter_map(|t| slot_row(&rows, t.addr)?.slot)
+                .map(|slot| Command::set_state(slot, AdminState::Maint))
+                .collect();
+            exec(balancer, out).await?;
+        }
+        Ok(())
     }
 
     /// Each release's traffic, from the weights.
@@ -199,6 +214,34 @@ impl SwarmTarget {
             })
             .collect()
     }
+}
+
+async fn attach_missing(
+    balancer: &DockerTarget,
+    tasks: &[&TaskView],
+    rows: &[ServerStat],
+) -> Result<usize> {
+    let wanted: Vec<(String, SocketAddr)> = tasks
+        .iter()
+        .filter(|t| matches!(t.state.as_str(), "starting" | "running"))
+        .filter_map(|t| Some((t.name.clone(), t.addr?)))
+        .filter(|(_, addr)| slot_row(rows, Some(*addr)).is_none())
+        .collect();
+    let count = wanted.len();
+    balancer.attach_addrs(wanted).await?;
+    Ok(count)
+}
+
+async fn exec(balancer: &DockerTarget, commands: Vec<Command>) -> Result<()> {
+    if commands.is_empty() {
+        return Ok(());
+    }
+    balancer
+        .open_balancer()
+        .await?
+        .exec(&commands)
+        .await
+        .map(drop)
 }
 
 /// Traffic goes to ready tasks of the release first, then to other running
