@@ -55,7 +55,7 @@ pub struct LabEnv {
     pub https_port: u16,
     /// A swarm environment: one balancer, on the manager.
     swarm: bool,
-    /// Reach the hosts as a CI runner does (see `as_runner`).
+    /// Reach the hosts as a CI runner does (see `reached_as_runner`).
     runner: bool,
     _dir: tempfile::TempDir,
 }
@@ -143,7 +143,7 @@ api_rate = 1000000
     /// XTASK_SSH_KEY / XTASK_SSH_KNOWN_HOSTS, through the ssh config the
     /// tool writes for them (its keep-alive settings included), instead of
     /// the lab's ssh wrapper.
-    pub fn as_runner(mut self) -> LabEnv {
+    pub fn reached_as_runner(mut self) -> LabEnv {
         self.runner = true;
         self
     }

@@ -52,7 +52,7 @@ impl Drop for Partition<'_> {
 async fn a_host_cut_off_mid_deploy_is_named_the_other_is_undone_and_the_next_deploy_recovers() {
     on_fault_lab(|lab, (v1, v2)| async move {
         let hosts: Vec<String> = lab.hosts.iter().map(|h| h.ssh_docker_host()).collect();
-        let env = LabEnv::fleet(lab, "cut", "rolling", &hosts).as_runner();
+        let env = LabEnv::fleet(lab, "cut", "rolling", &hosts).reached_as_runner();
         prepared(&env);
         let (ok, first, stderr) = env.json(&["deploy", "--image", &v1]);
         assert!(ok, "{first}\n{stderr}");
