@@ -422,7 +422,10 @@ mod tests {
             None,
         )
         .to_string();
-        assert!(said.contains("pushing r.example/app:v1: received"), "{said}");
+        assert!(
+            said.contains("pushing r.example/app:v1: received"),
+            "{said}"
+        );
         assert!(said.contains("could not store the image"), "{said}");
         let refused = explain("unauthorized: authentication required", "r/a:v", None);
         assert!(!refused.to_string().contains("could not store"));
