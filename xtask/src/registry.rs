@@ -365,6 +365,11 @@ fn explain(message: &str, target: &str, credentials: Option<&Credentials>) -> an
         });
         text.push_str(&format!("\nthe registry refused the credentials ({source}): check REGISTRY_USERNAME/REGISTRY_PASSWORD or `docker login`"));
     }
+    // The engine passes on only the status of the registry's failed upload:
+    // a registry whose storage is full answers 500 to every blob written.
+    if message.contains("unexpected HTTP status: 5") {
+        text.push_str("\nthe registry could not store the image (it failed the upload with a server error; a full or failing storage answers so: see the registry's log and free space); nothing was tagged there, push again once it is mended");
+    }
     anyhow::anyhow!(text)
 }
 
@@ -407,6 +412,23 @@ mod tests {
         assert!(from_environment("registry.example.com", None, &without)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_server_error_from_the_registry_says_it_could_not_store_the_image() {
+        let said = explain(
+            "received unexpected HTTP status: 500 Internal Server Error",
+            "r.example/app:v1",
+            None,
+        )
+        .to_string();
+        assert!(
+            said.contains("pushing r.example/app:v1: received"),
+            "{said}"
+        );
+        assert!(said.contains("could not store the image"), "{said}");
+        let refused = explain("unauthorized: authentication required", "r/a:v", None);
+        assert!(!refused.to_string().contains("could not store"));
     }
 
     #[test]

@@ -129,7 +129,8 @@ fn a_docker_target_refuses_kubernetes_fields_and_needs_a_balancer() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("[target]") && err.contains("unknown field `namespace`, expected one of `host`"),
+        err.contains("[target]")
+            && err.contains("unknown field `namespace`, expected one of `host`"),
         "{err}"
     );
     let without = &GOOD[..GOOD.find("[balancer]").unwrap()];

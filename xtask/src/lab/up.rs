@@ -29,6 +29,9 @@ pub struct Options {
     pub fail_before: Option<String>,
     /// Tests only: on failure keep what was made (for `down` to remove).
     pub keep_on_failure: bool,
+    /// Each host's data-root and the registry's storage on a filesystem of
+    /// this many MB of their own, for tests that fill one (disk full).
+    pub disk_mb: Option<u64>,
 }
 
 impl Options {
@@ -40,6 +43,7 @@ impl Options {
             dir: super::default_dir(),
             fail_before: None,
             keep_on_failure: false,
+            disk_mb: None,
         }
     }
 
@@ -168,6 +172,12 @@ fn mkdir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
 }
 
+/// Mounted before its daemon starts; `down` unmounts every mount under the lab folder.
+fn small_disk(path: &Path, megabytes: u64) -> Result<()> {
+    mkdir(path)?;
+    processes::run(&plan::small_disk_command(path, megabytes))
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
@@ -179,6 +189,9 @@ async fn make(lab: &mut Lab, options: &Options) -> Result<()> {
     processes::run(&plan::keygen_command(&lab.ssh.key, "xtask-lab"))?;
 
     options.check("registry")?;
+    if let Some(mb) = options.disk_mb {
+        small_disk(&lab.dir.join("registry/data"), mb)?;
+    }
     lab.registry = Some(registry::start(&lab.dir, lab.bridge_address).await?);
     lab.save()?;
 
@@ -191,6 +204,9 @@ async fn make(lab: &mut Lab, options: &Options) -> Result<()> {
             host.address,
         ))?;
         mkdir(&host.dir)?;
+        if let Some(mb) = options.disk_mb {
+            small_disk(&host.dir.join("data"), mb)?;
+        }
         let paths = DockerdPaths {
             socket: &host.docker_socket,
             data: &host.dir.join("data"),

@@ -57,6 +57,8 @@ pub struct LabEnv {
     swarm: bool,
     /// ...and one on each other node (`target.balancer_nodes`).
     node_balancers: bool,
+    /// Reach the hosts as a CI runner does (see `reached_as_runner`).
+    runner: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -155,8 +157,18 @@ api_rate = 1000000
             https_port,
             swarm: false,
             node_balancers: false,
+            runner: false,
             _dir: dir,
         }
+    }
+
+    /// The hosts reached with the key and pinned host keys in
+    /// XTASK_SSH_KEY / XTASK_SSH_KNOWN_HOSTS, through the ssh config the
+    /// tool writes for them (its keep-alive settings included), instead of
+    /// the lab's ssh wrapper.
+    pub fn reached_as_runner(mut self) -> LabEnv {
+        self.runner = true;
+        self
     }
 
     /// The lab hosts whose balancers take public traffic.
@@ -207,6 +219,13 @@ api_rate = 1000000
             .env("REGISTRY_USERNAME", &c.username)
             .env("REGISTRY_PASSWORD", &c.password)
             .env_remove("DOCKER_HOST");
+        if self.runner {
+            let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+            command
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env(xtask::ssh::KEY_VAR, read(&self.lab.ssh.key))
+                .env(xtask::ssh::KNOWN_HOSTS_VAR, read(&self.lab.ssh.known_hosts));
+        }
         command
     }
 

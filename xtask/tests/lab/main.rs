@@ -1,10 +1,14 @@
 //! The lab for real: a 3-host swarm lab shared by the tests of this binary
 //! (up once, down by the last test to finish), and a 1-host lab of its own
-//! for the teardown scenarios, and a 2-host one for a host lost mid-deploy. Needs root, like `cargo xtask ci`; a missing
+//! for the teardown scenarios, a 2-host one for a host lost mid-deploy, and a
+//! 2-host one with small disks for the disk-full and partition faults. Needs root, like `cargo xtask ci`; a missing
 //! tool or root is a failure, never a skip.
+mod disk;
 mod env;
+mod faults;
 mod fleet;
 mod lost;
+mod partition;
 #[path = "../support/mod.rs"]
 mod support;
 mod swarm;

@@ -44,6 +44,24 @@ pub fn host_net_commands(netns: &str, veth: &str, bridge: &str, address: Ipv4Add
     ]
 }
 
+/// A tmpfs of `megabytes` at `path`: a small disk that fills up, for the
+/// disk-full faults (`lab::Options::disk_mb`). tmpfs rather than a loop
+/// device: overlay2 works on it, and unmounting (which `down` does to every
+/// mount under the lab folder) leaves no loop device or image file behind.
+pub fn small_disk_command(path: &Path, megabytes: u64) -> Cmd {
+    Cmd::new(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={megabytes}m,mode=0711"),
+            "tmpfs",
+            &path.to_string_lossy(),
+        ],
+    )
+}
+
 /// What one lab dockerd is given; all paths under the host's folder.
 pub struct DockerdPaths<'a> {
     pub socket: &'a Path,

@@ -197,4 +197,13 @@ mod tests {
         assert_eq!(host_address([10, 231, 0], 2).to_string(), "10.231.0.12");
         assert_eq!(bridge_address([10, 231, 0]).to_string(), "10.231.0.1");
     }
+
+    #[test]
+    fn a_small_disk_is_a_tmpfs_of_the_size_asked() {
+        let cmd = small_disk_command(std::path::Path::new("/l/h2/data"), 256);
+        assert_eq!(
+            cmd.display(),
+            "mount -t tmpfs -o size=256m,mode=0711 tmpfs /l/h2/data"
+        );
+    }
 }
