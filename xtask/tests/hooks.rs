@@ -18,22 +18,6 @@ use xtask::{backup::pg, targets::Target};
 
 const PASSWORD: &str = "hook-pw-7f3a";
 
-/// The environment's network gateway and subnet (made by its first deploy).
-async fn gateway(docker: &bollard::Docker, env: &TestEnv) -> (String, String) {
-    let network = docker
-        .inspect_network(
-            &format!("xtask-test-app--{}-net", env.name),
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .unwrap();
-    let config = &network.ipam.unwrap().config.unwrap()[0];
-    (
-        config.gateway.clone().unwrap(),
-        config.subnet.clone().unwrap(),
-    )
-}
-
 /// Database `name` owned by role `app`; its URL as the containers reach it.
 async fn database(pg: &Postgres, gateway: &str, name: &str) -> String {
     let admin = pg::Conn::from_url(&pg.url())
@@ -116,7 +100,7 @@ async fn pre_deploy_migrates_once_before_traffic_and_a_failing_slow_or_killed_ho
     let env = TestEnv::new("hooks", "rolling", 0);
     let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
     assert!(ok, "{first}\n{stderr}");
-    let (gw, subnet) = gateway(&docker, &env).await;
+    let (gw, subnet) = env.gateway(&docker).await;
     let pg = Postgres::start_reachable_from(&gw, &subnet);
 
     // The schema up to version 2, made by the hook of the first release
@@ -364,7 +348,7 @@ async fn a_rollback_to_an_older_schema_is_refused_unless_migrated_down() {
     let tolerant = schema_image(&docker, &base, 2, "2").await;
     let env = TestEnv::new("schema", "rolling", 0);
     assert!(env.xtask_json(&["deploy", "--image", &old]).0);
-    let (gw, subnet) = gateway(&docker, &env).await;
+    let (gw, subnet) = env.gateway(&docker).await;
     let pg = Postgres::start_reachable_from(&gw, &subnet);
     let url = database(&pg, &gw, "schemadb").await;
     let db = local(&url, &pg);

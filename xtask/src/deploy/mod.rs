@@ -66,10 +66,17 @@ pub struct Options {
 /// The fully resolved environment of a release: plain variables plus secrets, resolved here.
 pub fn resolve_env(release: &Release) -> Result<BTreeMap<String, String>> {
     let mut env = release.env.clone();
-    for (name, reference) in &release.secrets {
-        env.insert(name.clone(), environment::resolve_secret(name, reference)?);
-    }
+    env.extend(resolve_secrets(release)?);
     Ok(env)
+}
+
+/// The release's secrets, each resolved on this machine from its reference.
+pub fn resolve_secrets(release: &Release) -> Result<BTreeMap<String, String>> {
+    release
+        .secrets
+        .iter()
+        .map(|(name, reference)| Ok((name.clone(), environment::resolve_secret(name, reference)?)))
+        .collect()
 }
 
 /// Finishes what an earlier run left: its release is closed (activated

@@ -157,6 +157,23 @@ api_rate = 1000000
             .unwrap()
     }
 
+    /// The environment's network gateway and subnet (made by its first
+    /// deploy): where its containers reach a service of this machine.
+    pub async fn gateway(&self, docker: &bollard::Docker) -> (String, String) {
+        let network = docker
+            .inspect_network(
+                &format!("xtask-test-app--{}-net", self.name),
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .unwrap();
+        let config = &network.ipam.unwrap().config.unwrap()[0];
+        (
+            config.gateway.clone().unwrap(),
+            config.subnet.clone().unwrap(),
+        )
+    }
+
     pub fn public_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.https_port)
     }

@@ -34,12 +34,11 @@ impl DockerTarget {
         kind: HookKind,
         hook: &HookConfig,
     ) -> Result<HookRun> {
-        let env = crate::deploy::resolve_env(release)?;
-        let secrets: Vec<String> = release
-            .secrets
-            .keys()
-            .filter_map(|k| env.get(k).cloned())
+        let resolved = crate::deploy::resolve_secrets(release)?;
+        let secrets: Vec<String> = resolved
+            .values()
             .filter(|v| !v.is_empty())
+            .cloned()
             .collect();
         let name = format!(
             "{}-{}-{}",
@@ -52,7 +51,7 @@ impl DockerTarget {
         let body = ContainerCreateBody {
             image: Some(release.runnable_image().to_owned()),
             cmd: Some(hook.command.clone()),
-            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(super::secrets::variables(&release.env, &resolved)),
             labels: Some(HashMap::from([
                 (labels::SCOPE.to_owned(), self.scope.clone()),
                 (labels::ROLE.to_owned(), ROLE.to_owned()),
@@ -70,6 +69,13 @@ impl DockerTarget {
             .create_container(Some(options), body)
             .await
             .with_context(|| format!("creating the {} container {name}", kind.as_str()))?;
+        if let Err(e) = self
+            .put_secrets(&created.id, release.runnable_image(), &resolved)
+            .await
+        {
+            let _ = remove_forced(&self.docker, &created.id).await;
+            return Err(e.context(format!("writing the secrets of {name}")));
+        }
         let started = Instant::now();
         let ran = self.wait_hook(&created.id, hook).await;
         let output = mask(&self.hook_output(&created.id).await, &secrets);

@@ -95,10 +95,12 @@ impl DockerTarget {
         }
     }
 
+    /// `env`: the plain variables; `secrets`: resolved, delivered as files.
     pub async fn start_instance(
         &self,
         release: &Release,
         env: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
     ) -> Result<Instance> {
         let name = format!("{}-{}-{}", self.scope, release.id, random_suffix());
         // A release may set PORT; a value that is not a port makes the app exit
@@ -106,11 +108,9 @@ impl DockerTarget {
         let configured = self.app_port.to_string();
         let port = env.get("PORT").map(String::as_str).unwrap_or(&configured);
         let listens = port.parse::<u16>().unwrap_or(self.app_port);
-        let mut vars: Vec<String> = env
-            .iter()
-            .filter(|(k, _)| *k != "PORT")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let mut plain = env.clone();
+        plain.remove("PORT");
+        let mut vars = super::secrets::variables(&plain, secrets);
         vars.push(format!("PORT={port}"));
         vars.push(format!("DRAIN_SECONDS={}", self.drain_seconds));
         let labels = HashMap::from([
@@ -147,6 +147,9 @@ impl DockerTarget {
         let created =
             created.with_context(|| format!("creating instance {name} of {}", release.image))?;
         let started = async {
+            self.put_secrets(&created.id, release.runnable_image(), secrets)
+                .await
+                .with_context(|| format!("writing the secrets of instance {name}"))?;
             self.docker
                 .start_container(&created.id, None)
                 .await

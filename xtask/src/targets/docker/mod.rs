@@ -18,6 +18,7 @@ mod prune;
 mod records;
 mod repair;
 mod reslot;
+mod secrets;
 mod target;
 mod tls;
 pub(crate) mod traffic;

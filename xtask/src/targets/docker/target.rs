@@ -92,8 +92,10 @@ impl Target for DockerTarget {
             .into_iter()
             .filter(|(_, s)| matches!(s, InstanceState::Running { restarts: 0 }))
             .count();
-        let env = crate::deploy::resolve_env(release)?;
-        let started = join_all((alive..count).map(|_| self.start_instance(release, &env))).await;
+        let secrets = crate::deploy::resolve_secrets(release)?;
+        let started =
+            join_all((alive..count).map(|_| self.start_instance(release, &release.env, &secrets)))
+                .await;
         started.into_iter().try_for_each(|s| s.map(|_| ()))?;
         self.attach(&release.id).await
     }

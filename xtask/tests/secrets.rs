@@ -1,0 +1,185 @@
+//! No secret value anywhere it could leak from, on the Docker target: a
+//! deploy whose `app.secrets` carry marker values (a database URL whose
+//! password is a marker, and a token) is run through its pre_deploy hook
+//! and its instances; then the command's stdout, stderr and `--json`, the
+//! history and status, every container's `docker inspect` (environment and
+//! labels included), every process's argv while the deploy runs, and the
+//! image's config and layer history are searched for the markers. The app
+//! still gets them: it reaches PostgreSQL with the file's URL.
+#[path = "../../app/tests/support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use postgres::Postgres;
+use support::deploy_env::TestEnv;
+use xtask::{backup::pg, targets::Target};
+
+const DB_MARKER: &str = "dbpw-marker-5c1e9a";
+const TOKEN_MARKER: &str = "token-marker-77d0b2";
+
+/// Every process's argv that holds a marker, sampled until `stop`.
+fn watch_argv(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeSet<String>> {
+    std::thread::spawn(move || {
+        let mut seen = BTreeSet::new();
+        while !stop.load(Ordering::Relaxed) {
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(argv) = std::fs::read(entry.path().join("cmdline")) else {
+                    continue;
+                };
+                let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+                if argv.contains(DB_MARKER) || argv.contains(TOKEN_MARKER) {
+                    seen.insert(argv);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        seen
+    })
+}
+
+fn assert_clean(what: &str, text: &str) {
+    assert!(
+        !text.contains(DB_MARKER) && !text.contains(TOKEN_MARKER),
+        "a secret value in {what}: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers() {
+    let _serial = support::SERIAL.lock().await;
+    let (docker, _) = support::docker().await;
+    support::balancer_image(&docker).await;
+    let v1 = support::built_image(&docker).await.tags[0].clone();
+    let v2 = support::second_image(&docker).await;
+    let env = TestEnv::new("marker", "rolling", 0);
+    let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
+    assert!(ok, "{first}\n{stderr}");
+
+    // A database the containers reach, with the marker as its password.
+    let (gw, subnet) = env.gateway(&docker).await;
+    let pg = Postgres::start_reachable_from(&gw, &subnet);
+    let admin = pg::Conn::from_url(&pg.url())
+        .unwrap()
+        .client()
+        .await
+        .unwrap();
+    for statement in [
+        format!("CREATE ROLE app LOGIN PASSWORD '{DB_MARKER}'"),
+        "CREATE DATABASE markerdb OWNER app".to_owned(),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
+    let url_file = env.path.with_extension("db-url");
+    let url = format!("postgres://app:{DB_MARKER}@{gw}:{}/markerdb", pg.port);
+    std::fs::write(&url_file, &url).unwrap();
+    let token_file = env.path.with_extension("token");
+    std::fs::write(&token_file, TOKEN_MARKER).unwrap();
+    env.append(&format!(
+        "[app.secrets]\nDATABASE_URL = \"file:{}\"\nAPI_TOKEN = \"file:{}\"\n[hooks.pre_deploy]\ncommand = [\"migrate\", \"up\"]\ntimeout_seconds = 60\n",
+        url_file.display(),
+        token_file.display()
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_argv(stop.clone());
+    let deploy = env.xtask(&["deploy", "--image", &v2, "--json"]);
+    stop.store(true, Ordering::Relaxed);
+    let argv = watcher.join().unwrap();
+    let stdout = String::from_utf8_lossy(&deploy.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&deploy.stderr).into_owned();
+    assert!(deploy.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        argv.is_empty(),
+        "a secret value in a process's argv: {argv:?}"
+    );
+    assert_clean("the deploy's --json", &stdout);
+    assert_clean("the deploy's stderr", &stderr);
+    for args in [
+        &["history", "--json"][..],
+        &["history"],
+        &["status", "--json"],
+        &["status"],
+    ] {
+        let out = env.xtask(args);
+        assert_clean(&format!("{args:?}"), &String::from_utf8_lossy(&out.stdout));
+        assert_clean(&format!("{args:?}"), &String::from_utf8_lossy(&out.stderr));
+    }
+
+    // The app has them: it reaches the database through the file's URL.
+    let client = env.target().await.public_client().unwrap();
+    let detailed = client
+        .get(format!("{}/health/detailed", env.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(detailed.status().is_success());
+    let body = detailed.text().await.unwrap();
+    assert_clean("/health/detailed", &body);
+    let checks: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(checks["checks"]["postgres"]["status"], "up", "{body}");
+
+    // Every container of the environment, as `docker inspect` shows it.
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("xtask.scope=xtask-test-app--{}", env.name)],
+    )]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        containers.len() >= 4,
+        "instances and the balancer: {containers:?}"
+    );
+    let mut files = 0;
+    for c in containers {
+        let inspect = docker
+            .inspect_container(c.id.as_deref().unwrap(), None)
+            .await
+            .unwrap();
+        let shown = serde_json::to_string(&inspect).unwrap();
+        assert_clean("docker inspect", &shown);
+        let vars = inspect.config.and_then(|c| c.env).unwrap_or_default();
+        if vars
+            .iter()
+            .any(|v| v == "DATABASE_URL_FILE=/run/secrets/DATABASE_URL")
+        {
+            files += 1;
+            assert!(vars
+                .iter()
+                .any(|v| v == "API_TOKEN_FILE=/run/secrets/API_TOKEN"));
+        }
+        assert!(
+            !vars.iter().any(|v| v.starts_with("DATABASE_URL=")),
+            "{vars:?}"
+        );
+    }
+    assert_eq!(files, 3, "each instance gets its secrets as files");
+
+    // The image: its config and every layer's history.
+    let image = docker.inspect_image(&v2).await.unwrap();
+    assert_clean(
+        "the image's config",
+        &serde_json::to_string(&image).unwrap(),
+    );
+    let layers = docker.image_history(&v2).await.unwrap();
+    assert_clean(
+        "the image's layers",
+        &serde_json::to_string(&layers).unwrap(),
+    );
+    let _ = env.xtask(&["down"]);
+}
