@@ -1,7 +1,9 @@
 //! No secret value anywhere it could leak from, on the Docker target: a
 //! deploy whose `app.secrets` carry marker values (a database URL whose
-//! password is a marker, and a token) is run through its pre_deploy hook
-//! and its instances; then the command's stdout, stderr and `--json`, the
+//! password is a marker, and a token), of an image pulled from the engine's
+//! registry with its password (the third marker), is run through its
+//! pre_deploy hook and its instances; then the push's and the command's
+//! stdout, stderr and `--json`, the
 //! history and status, every container's `docker inspect` (environment and
 //! labels included), every process's argv while the deploy runs, and the
 //! image's config and layer history are searched for the markers. The app
@@ -27,7 +29,10 @@ const DB_MARKER: &str = "dbpw-marker-5c1e9a";
 const TOKEN_MARKER: &str = "token-marker-77d0b2";
 
 /// Every process's argv that holds a marker, sampled until `stop`.
-fn watch_argv(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeSet<String>> {
+fn watch_argv(
+    markers: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<BTreeSet<String>> {
     std::thread::spawn(move || {
         let mut seen = BTreeSet::new();
         while !stop.load(Ordering::Relaxed) {
@@ -36,7 +41,7 @@ fn watch_argv(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeSet<String>
                     continue;
                 };
                 let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
-                if argv.contains(DB_MARKER) || argv.contains(TOKEN_MARKER) {
+                if markers.iter().any(|m| argv.contains(m)) {
                     seen.insert(argv);
                 }
             }
@@ -46,20 +51,50 @@ fn watch_argv(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeSet<String>
     })
 }
 
-fn assert_clean(what: &str, text: &str) {
-    assert!(
-        !text.contains(DB_MARKER) && !text.contains(TOKEN_MARKER),
-        "a secret value in {what}: {text}"
-    );
+fn assert_clean(markers: &[String], what: &str, text: &str) {
+    for marker in markers {
+        assert!(!text.contains(marker), "a secret value in {what}: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers() {
     let _serial = support::SERIAL.lock().await;
-    let (docker, _) = support::docker().await;
+    let (docker, state) = support::docker().await;
+    let state = state.expect("this test needs the registry of `cargo xtask engine start`");
+    let password = state.registry_credentials().unwrap().password;
+    let markers = vec![DB_MARKER.to_owned(), TOKEN_MARKER.to_owned(), password];
+    let check = |what: &str, text: &str| assert_clean(&markers, what, text);
     support::balancer_image(&docker).await;
     let v1 = support::built_image(&docker).await.tags[0].clone();
-    let v2 = support::second_image(&docker).await;
+    let local_v2 = support::second_image(&docker).await;
+
+    // v2 from the registry: pushed, its registry tag removed here, so the
+    // deploy pulls it with the registry's password.
+    let pushed = support::xtask(&[
+        "push",
+        &local_v2,
+        "--registry",
+        &state.registry.address,
+        "--json",
+    ]);
+    check("push", &format!("{pushed:?}"));
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&pushed.stdout).unwrap();
+    let v2 = report["reference"].as_str().unwrap().to_owned();
+    docker
+        .remove_image(
+            &v2,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await
+        .unwrap();
+
     let env = TestEnv::new("marker", "rolling", 0);
     let (ok, first, stderr) = env.xtask_json(&["deploy", "--image", &v1]);
     assert!(ok, "{first}\n{stderr}");
@@ -90,7 +125,7 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
     ));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch_argv(stop.clone());
+    let watcher = watch_argv(markers.clone(), stop.clone());
     let deploy = env.xtask(&["deploy", "--image", &v2, "--json"]);
     stop.store(true, Ordering::Relaxed);
     let argv = watcher.join().unwrap();
@@ -101,8 +136,8 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
         argv.is_empty(),
         "a secret value in a process's argv: {argv:?}"
     );
-    assert_clean("the deploy's --json", &stdout);
-    assert_clean("the deploy's stderr", &stderr);
+    check("the deploy's --json", &stdout);
+    check("the deploy's stderr", &stderr);
     for args in [
         &["history", "--json"][..],
         &["history"],
@@ -110,8 +145,8 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
         &["status"],
     ] {
         let out = env.xtask(args);
-        assert_clean(&format!("{args:?}"), &String::from_utf8_lossy(&out.stdout));
-        assert_clean(&format!("{args:?}"), &String::from_utf8_lossy(&out.stderr));
+        check(&format!("{args:?}"), &String::from_utf8_lossy(&out.stdout));
+        check(&format!("{args:?}"), &String::from_utf8_lossy(&out.stderr));
     }
 
     // The app has them: it reaches the database through the file's URL.
@@ -123,7 +158,7 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
         .unwrap();
     assert!(detailed.status().is_success());
     let body = detailed.text().await.unwrap();
-    assert_clean("/health/detailed", &body);
+    check("/health/detailed", &body);
     let checks: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(checks["checks"]["postgres"]["status"], "up", "{body}");
 
@@ -152,7 +187,7 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
             .await
             .unwrap();
         let shown = serde_json::to_string(&inspect).unwrap();
-        assert_clean("docker inspect", &shown);
+        check("docker inspect", &shown);
         let vars = inspect.config.and_then(|c| c.env).unwrap_or_default();
         if vars
             .iter()
@@ -172,12 +207,12 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
 
     // The image: its config and every layer's history.
     let image = docker.inspect_image(&v2).await.unwrap();
-    assert_clean(
+    check(
         "the image's config",
         &serde_json::to_string(&image).unwrap(),
     );
     let layers = docker.image_history(&v2).await.unwrap();
-    assert_clean(
+    check(
         "the image's layers",
         &serde_json::to_string(&layers).unwrap(),
     );
