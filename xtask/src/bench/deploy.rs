@@ -65,20 +65,15 @@ async fn measured(
     })
 }
 
-pub async fn run(json: bool, docker_only: bool) -> Result<()> {
-    let started = engine::start().await?;
-    let docker = engine::connect(&started.state.docker_host).await?;
-    let env = bench_env()?;
-    let v1 = format!(
-        "{}:{}",
-        env.file.image.repo,
-        image::revision::current()?.tag()
-    );
+/// The app built from this tree (`<repo>:<revision>`) and a second release
+/// of it (`xtask-bench-app:v2`, one label more), in `docker`.
+pub async fn images(docker: &bollard::Docker, repo: &str) -> Result<(String, String)> {
+    let v1 = format!("{repo}:{}", image::revision::current()?.tag());
     if docker.inspect_image(&v1).await.is_err() {
         image::build(
-            &docker,
+            docker,
             &image::BuildRequest {
-                repo: env.file.image.repo.clone(),
+                repo: repo.to_owned(),
                 ..Default::default()
             },
         )
@@ -86,7 +81,62 @@ pub async fn run(json: bool, docker_only: bool) -> Result<()> {
     }
     let v2 = "xtask-bench-app:v2".to_owned();
     let tar = image::context::tar(&format!("FROM {v1}\nLABEL xtask.bench.release=v2\n"), &[])?;
-    image::build_context(&docker, tar, std::slice::from_ref(&v2), true).await?;
+    image::build_context(docker, tar, std::slice::from_ref(&v2), true).await?;
+    Ok((v1, v2))
+}
+
+/// `--lab`: the swarm target over a 3-node lab swarm against swarm alone.
+pub async fn run_lab(json: bool) -> Result<()> {
+    let started = engine::start().await?;
+    let docker = engine::connect(&started.state.docker_host).await?;
+    let (v1, v2) = images(&docker, &bench_env()?.file.image.repo).await?;
+    let f = super::lab::run(&v1, &v2).await?;
+    if json {
+        report::print_json(&f);
+        return Ok(());
+    }
+    let mut table = report::Table::new(
+        &format!(
+            "bench deploy --lab: swarm over 3 nodes, tasks on {} nodes, {} requests ok",
+            f.nodes_with_tasks, f.requests_ok
+        ),
+        &[
+            "",
+            "xtask",
+            "failed requests",
+            "swarm alone (update completed)",
+            "ratio",
+        ],
+    );
+    for (name, seconds, failed) in [
+        (
+            "rolling, all traffic on the new release",
+            f.rolling_traffic_moved_seconds,
+            f.rolling_failed_requests,
+        ),
+        (
+            "blue-green, all traffic on the new release",
+            f.blue_green_traffic_moved_seconds,
+            f.blue_green_failed_requests,
+        ),
+    ] {
+        table.row(vec![
+            name.into(),
+            format!("{seconds:.2}s"),
+            failed.to_string(),
+            format!("{:.2}s", f.peer_update_seconds),
+            ratio(seconds, f.peer_update_seconds),
+        ]);
+    }
+    table.emit();
+    Ok(())
+}
+
+pub async fn run(json: bool, docker_only: bool) -> Result<()> {
+    let started = engine::start().await?;
+    let docker = engine::connect(&started.state.docker_host).await?;
+    let env = bench_env()?;
+    let (v1, v2) = images(&docker, &env.file.image.repo).await?;
 
     let target = DockerTarget::connect(&env).await?;
     let figures = async {

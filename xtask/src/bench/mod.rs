@@ -6,6 +6,7 @@ mod build;
 mod canary;
 mod deploy;
 mod edge;
+mod lab;
 mod seed;
 mod swarm;
 
@@ -28,6 +29,9 @@ pub enum Bench {
         /// The Docker target only: skip the swarm figures (no swarm needed)
         #[arg(long)]
         docker_only: bool,
+        /// Only the swarm target on a 3-node lab swarm (made and removed here; root) against swarm updating the same spec alone
+        #[arg(long, conflicts_with = "docker_only")]
+        lab: bool,
     },
     /// backup create and restore of N rows against plain pg_dump and pg_restore, on a throwaway PostgreSQL
     Backup {
@@ -41,7 +45,12 @@ pub enum Bench {
 pub async fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
         Bench::Build { json } => build::run(json).await,
-        Bench::Deploy { json, docker_only } => deploy::run(json, docker_only).await,
+        Bench::Deploy {
+            json, lab: true, ..
+        } => deploy::run_lab(json).await,
+        Bench::Deploy {
+            json, docker_only, ..
+        } => deploy::run(json, docker_only).await,
         Bench::Backup { rows, json } => backup::run(rows, json).await,
     }
     .map(|()| ExitCode::SUCCESS)
