@@ -11,7 +11,6 @@ mod support;
 
 use std::time::Duration;
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use postgres::Postgres;
 use support::deploy_env::TestEnv;
 use xtask::{backup::pg, targets::Target};
@@ -51,23 +50,7 @@ async fn query_i64(url: &str, sql: &str) -> i64 {
 }
 
 async fn hook_containers(docker: &bollard::Docker, env: &TestEnv) -> usize {
-    let filters = std::collections::HashMap::from([(
-        "label".to_owned(),
-        vec![
-            format!("xtask.scope=xtask-test-app--{}", env.name),
-            "xtask.role=hook".to_owned(),
-        ],
-    )]);
-    docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .len()
+    env.containers(docker, Some("hook")).await.len()
 }
 
 /// Points the environment's DATABASE_URL secret (a file) at `url` and sets its pre_deploy hook.

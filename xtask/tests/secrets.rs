@@ -20,7 +20,6 @@ use std::{
     },
 };
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use postgres::Postgres;
 use support::deploy_env::TestEnv;
 use xtask::{backup::pg, targets::Target};
@@ -163,19 +162,7 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
     assert_eq!(checks["checks"]["postgres"]["status"], "up", "{body}");
 
     // Every container of the environment, as `docker inspect` shows it.
-    let filters = std::collections::HashMap::from([(
-        "label".to_owned(),
-        vec![format!("xtask.scope=xtask-test-app--{}", env.name)],
-    )]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap();
+    let containers = env.containers(&docker, None).await;
     assert!(
         containers.len() >= 4,
         "instances and the balancer: {containers:?}"

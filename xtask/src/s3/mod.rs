@@ -185,16 +185,23 @@ impl Bucket {
         expect_success(response, &format!("S3 PUT {}", self.describe(key))).await
     }
 
+    /// The object's answer, `None` when there is no such object; any other
+    /// refusal is an error.
+    async fn get(&self, key: &str, what: &str) -> Result<Option<reqwest::Response>> {
+        let response = self.send(Method::GET, key, &[], &Payload::Empty).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => Ok(Some(response)),
+            _ => Err(answer_error(response, what).await),
+        }
+    }
+
     /// Writes the object to `path`; `None` when there is no such object.
     pub async fn get_to_file(&self, key: &str, path: &Path) -> Result<Option<u64>> {
         let what = format!("S3 GET {}", self.describe(key));
-        let mut response = self.send(Method::GET, key, &[], &Payload::Empty).await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(mut response) = self.get(key, &what).await? else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(answer_error(response, &what).await);
-        }
+        };
         let mut file = tokio::fs::File::create(path)
             .await
             .with_context(|| format!("creating {}", path.display()))?;
@@ -214,13 +221,9 @@ impl Bucket {
     /// A small object (a manifest) in memory; `None` when there is none.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let what = format!("S3 GET {}", self.describe(key));
-        let response = self.send(Method::GET, key, &[], &Payload::Empty).await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self.get(key, &what).await? else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(answer_error(response, &what).await);
-        }
+        };
         Ok(Some(response.bytes().await.with_context(|| what)?.to_vec()))
     }
 

@@ -85,6 +85,18 @@ async fn set_availability(
         .unwrap();
 }
 
+/// A rolling deploy to `v2`, a blue-green one back to `v1`, then a
+/// crashing `v2` (`PORT=abc`) that fails and is recorded failed.
+fn rolling_blue_green_and_a_crash(env: &LabEnv, v1: &str, v2: &str) {
+    let (ok, rolled, stderr) = env.json(&["deploy", "--image", v2]);
+    assert!(ok, "rolling deploy: {rolled}\n{stderr}");
+    let (ok, green, stderr) = env.json(&["deploy", "--image", v1, "--strategy", "blue-green"]);
+    assert!(ok, "blue-green deploy: {green}\n{stderr}");
+    let (ok, crashed, _) = env.json(&["deploy", "--image", v2, "--env", "PORT=abc"]);
+    assert!(!ok, "a crashing release fails: {crashed}");
+    assert_eq!(crashed["release"]["outcome"], "failed", "{crashed}");
+}
+
 /// Rolling and blue-green over the three nodes under keep-alive load; a
 /// crashing release rolled back; a worker drained while a deploy runs; not
 /// one failed request through the manager's balancer.
@@ -105,13 +117,7 @@ async fn a_swarm_over_three_nodes_spreads_tasks_deploys_under_load_and_survives_
     );
 
     let loads = env.load().await;
-    let (ok, rolled, stderr) = env.json(&["deploy", "--image", &v2]);
-    assert!(ok, "rolling deploy: {rolled}\n{stderr}");
-    let (ok, green, stderr) = env.json(&["deploy", "--image", &v1, "--strategy", "blue-green"]);
-    assert!(ok, "blue-green deploy: {green}\n{stderr}");
-    let (ok, crashed, _) = env.json(&["deploy", "--image", &v2, "--env", "PORT=abc"]);
-    assert!(!ok, "a crashing release fails: {crashed}");
-    assert_eq!(crashed["release"]["outcome"], "failed", "{crashed}");
+    rolling_blue_green_and_a_crash(&env, &v1, &v2);
 
     // A worker drained while a rolling deploy runs.
     let child = env.spawn(&["deploy", "--image", &v2, "--json"]);
@@ -158,13 +164,7 @@ async fn a_balancer_on_every_node_serves_each_deploy_without_a_failed_request() 
     assert_eq!(balancers.len(), 3, "a balancer on each node: {balancers:?}");
 
     let loads = env.load().await;
-    let (ok, rolled, stderr) = env.json(&["deploy", "--image", &v2]);
-    assert!(ok, "rolling deploy: {rolled}\n{stderr}");
-    let (ok, green, stderr) = env.json(&["deploy", "--image", &v1, "--strategy", "blue-green"]);
-    assert!(ok, "blue-green deploy: {green}\n{stderr}");
-    let (ok, crashed, _) = env.json(&["deploy", "--image", &v2, "--env", "PORT=abc"]);
-    assert!(!ok, "a crashing release fails: {crashed}");
-    assert_eq!(crashed["release"]["outcome"], "failed", "{crashed}");
+    rolling_blue_green_and_a_crash(&env, &v1, &v2);
 
     let client = env.client();
     let mut served = BTreeSet::new();

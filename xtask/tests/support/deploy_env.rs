@@ -174,6 +174,27 @@ api_rate = 1000000
         )
     }
 
+    /// Every container of the environment (running or not), of `role`
+    /// (`instance`, `hook`, ...) when given.
+    pub async fn containers(
+        &self,
+        docker: &bollard::Docker,
+        role: Option<&str>,
+    ) -> Vec<bollard::models::ContainerSummary> {
+        let mut labels = vec![format!("xtask.scope=xtask-test-app--{}", self.name)];
+        labels.extend(role.map(|r| format!("xtask.role={r}")));
+        let filters = std::collections::HashMap::from([("label".to_owned(), labels)]);
+        docker
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap()
+    }
+
     pub fn public_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.https_port)
     }
