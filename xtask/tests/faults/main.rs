@@ -7,6 +7,7 @@
 // One file per fault family.
 mod balancer;
 mod dockerd;
+mod ports;
 mod prune;
 mod registry;
 mod stopped;

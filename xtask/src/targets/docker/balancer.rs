@@ -151,7 +151,27 @@ impl DockerTarget {
                 (labels::ENV.to_owned(), self.env_name.clone()),
             ]),
         };
-        HaproxyBalancer::ensure_with(&self.docker, &settings, Some(self.session.clone())).await
+        HaproxyBalancer::ensure_with(&self.docker, &settings, Some(self.session.clone()))
+            .await
+            .map_err(|e| self.port_taken(e))
+    }
+
+    /// A publish that failed because another process holds the port, said
+    /// as such (the engine's own words are a driver error deep in the chain).
+    fn port_taken(&self, error: anyhow::Error) -> anyhow::Error {
+        let text = format!("{error:#}");
+        if !(text.contains("port is already allocated") || text.contains("address already in use"))
+        {
+            return error;
+        }
+        let b = &self.balancer_config;
+        error.context(format!(
+            "balancer.https_port = {} or balancer.http_port = {} on {} is in use by another process: free it, or give environment {} other ports",
+            b.https_port,
+            b.http_port,
+            b.publish_address(),
+            self.env_name
+        ))
     }
 
     /// A handle on the scope's balancer (which must exist), on this target's session.

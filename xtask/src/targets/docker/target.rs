@@ -45,40 +45,11 @@ impl Target for DockerTarget {
     /// on this machine for its own engine needs no registry, one for a
     /// remote host does. A rollback restores the image **id** its release
     /// ran, never whatever its tag names now: `<commit>-dirty` and version
-    /// tags move with every build.
+    /// tags move with every build. Then the balancer, so that a port
+    /// another process holds is refused before anything is recorded.
     async fn admit(&self, release: &mut Release) -> Result<()> {
-        let recorded = (release.restores.is_some() && !release.image_id.is_empty())
-            .then(|| release.image_id.clone());
-        if let Some(id) = &recorded {
-            if let Ok(inspect) = self.docker.inspect_image(id).await {
-                release.schema = schema_of(&inspect).or(release.schema.take());
-                return Ok(());
-            }
-        }
-        pull_if_missing(&self.docker, &release.image).await?;
-        let found = match self.docker.inspect_image(&release.image).await {
-            Ok(inspect) => {
-                release.schema = schema_of(&inspect).or(release.schema.take());
-                inspect.id
-            }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => None,
-            Err(e) => return Err(e).with_context(|| format!("inspecting image {}", release.image)),
-        };
-        match (found, &release.restores, recorded) {
-            (Some(id), Some(restores), Some(ran)) if id != ran => bail!(
-                "release {restores} ran image {ran}, which is no longer in the engine, and its tag {} now names another image ({id}): refusing to roll back to an image that never ran; pull the original by digest, or deploy the tag on purpose",
-                release.image
-            ),
-            (Some(id), _, _) => release.image_id = id,
-            (None, Some(restores), _) => bail!(
-                "release {restores}: its image {} is no longer in the engine; it cannot be restored without a registry",
-                release.image
-            ),
-            (None, None, _) => bail!("image {} is not in the engine: build or pull it first", release.image),
-        }
-        Ok(())
+        self.admit_image(release).await?;
+        self.ensure_balancer().await.map(drop)
     }
 
     async fn prepare(&self, _release: &Release) -> Result<()> {
@@ -372,4 +343,42 @@ async fn pull_if_missing(docker: &bollard::Docker, image: &str) -> Result<()> {
 fn schema_of(inspect: &bollard::models::ImageInspect) -> Option<crate::deploy::schema::Schema> {
     let labels = inspect.config.as_ref()?.labels.as_ref()?;
     crate::deploy::schema::from_labels(labels)
+}
+
+impl DockerTarget {
+    /// The image part of `admit` (see there).
+    async fn admit_image(&self, release: &mut Release) -> Result<()> {
+        let recorded = (release.restores.is_some() && !release.image_id.is_empty())
+            .then(|| release.image_id.clone());
+        if let Some(id) = &recorded {
+            if let Ok(inspect) = self.docker.inspect_image(id).await {
+                release.schema = schema_of(&inspect).or(release.schema.take());
+                return Ok(());
+            }
+        }
+        pull_if_missing(&self.docker, &release.image).await?;
+        let found = match self.docker.inspect_image(&release.image).await {
+            Ok(inspect) => {
+                release.schema = schema_of(&inspect).or(release.schema.take());
+                inspect.id
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => None,
+            Err(e) => return Err(e).with_context(|| format!("inspecting image {}", release.image)),
+        };
+        match (found, &release.restores, recorded) {
+            (Some(id), Some(restores), Some(ran)) if id != ran => bail!(
+                "release {restores} ran image {ran}, which is no longer in the engine, and its tag {} now names another image ({id}): refusing to roll back to an image that never ran; pull the original by digest, or deploy the tag on purpose",
+                release.image
+            ),
+            (Some(id), _, _) => release.image_id = id,
+            (None, Some(restores), _) => bail!(
+                "release {restores}: its image {} is no longer in the engine; it cannot be restored without a registry",
+                release.image
+            ),
+            (None, None, _) => bail!("image {} is not in the engine: build or pull it first", release.image),
+        }
+        Ok(())
+    }
 }
