@@ -324,6 +324,23 @@ fn kubernetes_wrong_type_is_named_with_its_path() {
 }
 
 #[test]
+fn an_ingress_that_would_route_metrics_is_named() {
+    let dir = copy_kubernetes();
+    let kube = dir.path().join("kubernetes");
+    edit(
+        &kube.join("base/ingress.yaml"),
+        "          - path: /items\n",
+        "          - path: /\n",
+    );
+    let overlay = kube.join("overlays/production");
+    assert_fails(
+        lint::kubernetes::check_kustomization(&overlay),
+        &overlay,
+        "routes /metrics to the internet (path \"/\", pathType Prefix)",
+    );
+}
+
+#[test]
 fn kustomize_missing_resource_is_named() {
     let dir = copy_kubernetes();
     let kube = dir.path().join("kubernetes");
