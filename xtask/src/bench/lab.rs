@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use bollard::models::ServiceUpdateStatusStateEnum;
+use bollard::models::{ServiceSpec, ServiceUpdateStatusStateEnum};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -189,32 +189,26 @@ async fn nodes_with_tasks(target: &SwarmTarget) -> Result<usize> {
 /// The live service's spec as `PEER` on v1, converged; then swarm's own
 /// start-first update to `v2`, timed until it reports completed.
 async fn peer_update(target: &SwarmTarget, v2: &str) -> Result<f64> {
-    let docker = target.docker();
-    let mut live = None;
-    for colour in crate::targets::swarm::COLOURS {
-        if let Some(service) = target.inspect_service(&target.service_name(colour)).await? {
-            if crate::targets::swarm::service::replicas_of(&service) > 0 {
-                live = service.spec;
-            }
-        }
-    }
-    let mut spec = live.context("no live service to copy for the peer")?;
-    spec.name = Some(PEER.into());
-    spec.labels = None;
-    let image = spec
-        .task_template
-        .as_ref()
-        .and_then(|t| t.container_spec.as_ref())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
-    let auth = target.registry_auth(&image)?;
-    docker
-        .create_service(spec.clone(), auth.clone())
-        .await
-        .context("creating the peer service")?;
+    let colour = target
+        .serving_colour()
+        .await?
+        .context("no live service to copy for the peer")?;
+    let live = target
+        .inspect_service(&target.service_name(colour))
+        .await?
+        .and_then(|s| s.spec)
+        .context("the live service has no spec")?;
+    let mut spec = ServiceSpec {
+        name: Some(PEER.into()),
+        labels: None,
+        ..live
+    };
+    target.apply(spec.clone(), None).await?;
     wait_converged(target, Duration::from_secs(120)).await?;
-    let service = docker.inspect_service(PEER, None).await?;
-    let version = service.version.and_then(|v| v.index).unwrap_or_default();
+    let current = target
+        .inspect_service(PEER)
+        .await?
+        .context("the peer service is gone")?;
     if let Some(c) = spec
         .task_template
         .as_mut()
@@ -223,16 +217,10 @@ async fn peer_update(target: &SwarmTarget, v2: &str) -> Result<f64> {
         c.image = Some(v2.to_owned());
     }
     let started = Instant::now();
-    let options = bollard::query_parameters::UpdateServiceOptionsBuilder::default()
-        .version(version as i32)
-        .build();
-    docker
-        .update_service(PEER, spec, options, auth)
-        .await
-        .context("updating the peer service")?;
+    target.apply(spec, Some(&current)).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let service = docker.inspect_service(PEER, None).await?;
+        let service = target.docker().inspect_service(PEER, None).await?;
         match crate::targets::swarm::service::update_state(&service).0 {
             Some(ServiceUpdateStatusStateEnum::COMPLETED) => break,
             Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED)

@@ -64,7 +64,7 @@ impl SwarmTarget {
     }
 
     /// The colour serving the release that serves now, from the weights.
-    async fn serving_colour(&self) -> Result<Option<&'static str>> {
+    pub(crate) async fn serving_colour(&self) -> Result<Option<&'static str>> {
         let rows = self.rows().await?;
         for colour in COLOURS {
             let tasks = self.tasks(&self.service_name(colour)).await?;
