@@ -186,6 +186,11 @@ pub struct HealthConfig {
     pub drain_seconds: f64,
     /// After traffic moves, the public URL is watched this long before the old release goes.
     pub verify_seconds: f64,
+    /// Real routes probed on the public URL with `path` in each round of the
+    /// verification window: a release whose health answers but whose API
+    /// answers 500 must not stay. GET only, so a read-only route.
+    #[serde(default)]
+    pub verify_paths: Vec<String>,
 }
 
 fn default_path() -> String {

@@ -551,3 +551,43 @@ fn hooks_name_their_command_and_a_bounded_timeout() {
         assert!(err.contains(named), "{named}: {err}");
     }
 }
+
+#[test]
+fn verify_paths_are_real_distinct_paths() {
+    let with = |paths: &str| {
+        parse_str(&GOOD.replace(
+            "verify_seconds = 2",
+            &format!("verify_seconds = 2\nverify_paths = {paths}"),
+        ))
+    };
+    let env = with(r#"["/items", "/version"]"#).unwrap();
+    assert_eq!(env.file.health.verify_paths, ["/items", "/version"]);
+    for (paths, field, fix) in [
+        (
+            r#"["items"]"#,
+            "health.verify_paths[0] = items",
+            "must be a path starting with /",
+        ),
+        (
+            r#"["/items", "/a b"]"#,
+            "health.verify_paths[1] = /a b",
+            "no spaces",
+        ),
+        (
+            r#"["/items", "/items"]"#,
+            "health.verify_paths[1] = /items",
+            "already probed",
+        ),
+        (
+            r#"["/ready"]"#,
+            "health.verify_paths[0] = /ready",
+            "health.path",
+        ),
+    ] {
+        let err = with(paths).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("dev.toml: {field}")) && err.contains(fix),
+            "{err}"
+        );
+    }
+}

@@ -76,6 +76,23 @@ impl Environment {
         if !h.path.starts_with('/') {
             bail!(self.field_error("health.path", &h.path, "must start with /"));
         }
+        for (n, path) in h.verify_paths.iter().enumerate() {
+            let field = format!("health.verify_paths[{n}]");
+            if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                bail!(self.field_error(
+                    &field,
+                    path,
+                    "must be a path starting with / (no spaces), e.g. \"/items\""
+                ));
+            }
+            if h.verify_paths[..n].contains(path) || *path == h.path {
+                bail!(self.field_error(
+                    &field,
+                    path,
+                    "is already probed (listed twice, or health.path): remove it"
+                ));
+            }
+        }
         self.within("health.interval_ms", h.interval_ms, 10, 600_000, " (ms)")?;
         self.within("health.timeout_ms", h.timeout_ms, 1, 600_000, " (ms)")?;
         self.within(

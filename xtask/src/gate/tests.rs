@@ -19,6 +19,7 @@ fn health() -> HealthConfig {
         deadline_seconds: 10,
         drain_seconds: 0.0,
         verify_seconds: 0.0,
+        verify_paths: Vec::new(),
     }
 }
 
@@ -162,4 +163,22 @@ fn down_look() -> Seen {
     checked(Check::Failed {
         reason: "DOWN".into(),
     })
+}
+
+#[test]
+fn a_verification_round_probes_the_health_path_then_each_real_route() {
+    let mut config = health();
+    assert_eq!(
+        super::verify::round_urls("https://h:1", &config),
+        ["https://h:1/ready"]
+    );
+    config.verify_paths = vec!["/items".into(), "/version".into()];
+    assert_eq!(
+        super::verify::round_urls("https://h:1", &config),
+        [
+            "https://h:1/ready",
+            "https://h:1/items",
+            "https://h:1/version"
+        ]
+    );
 }

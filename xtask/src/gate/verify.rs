@@ -1,9 +1,19 @@
 //! The verification window: after traffic moved, the public URL is watched
-//! before the old release goes, and the first failure ends it.
+//! before the old release goes, and the first failure ends it. Each round
+//! probes the health path and every `health.verify_paths` route: a release
+//! whose health answers while its API fails must not stay.
 use std::time::Instant;
 
 use super::probe::probe;
 use crate::{environment::HealthConfig, progress::Step};
+
+/// The URLs one round probes: the health path first, then the real routes.
+pub fn round_urls(public_url: &str, config: &HealthConfig) -> Vec<String> {
+    std::iter::once(&config.path)
+        .chain(&config.verify_paths)
+        .map(|path| format!("{public_url}{path}"))
+        .collect()
+}
 
 /// Watches the public URL for the verification window; the first failure ends it.
 pub async fn verify_public(
@@ -12,21 +22,28 @@ pub async fn verify_public(
     config: &HealthConfig,
     step: &Step,
 ) -> Result<u32, String> {
-    let url = format!("{public_url}{}", config.path);
+    let urls = round_urls(public_url, config);
     let until = Instant::now() + config.verify();
-    let mut probes = 0;
+    let mut rounds = 0;
     loop {
-        let result = probe(client, &url, config.timeout()).await;
-        probes += 1;
-        if !result.ok() {
+        let results = futures_util::future::join_all(
+            urls.iter().map(|url| probe(client, url, config.timeout())),
+        )
+        .await;
+        rounds += 1;
+        if let Some(failed) = results.iter().find(|r| !r.ok()) {
             return Err(format!(
-                "public {url} answered {} during verification",
-                result.describe()
+                "public {} answered {} during verification",
+                failed.url,
+                failed.describe()
             ));
         }
-        step.line(&format!("public {url}: {probes} probes ok"));
+        step.line(&format!(
+            "public {public_url}: {rounds} rounds ok ({} paths each)",
+            urls.len()
+        ));
         if Instant::now() >= until {
-            return Ok(probes);
+            return Ok(rounds);
         }
         tokio::time::sleep(config.interval()).await;
     }
