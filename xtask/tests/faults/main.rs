@@ -10,6 +10,7 @@ mod dockerd;
 mod ports;
 mod prune;
 mod registry;
+mod replicas;
 mod routes;
 mod stopped;
 #[path = "../support/mod.rs"]
