@@ -50,6 +50,9 @@ impl Failure {
     }
 }
 
+/// Failed looks at a release in a row that fail it (see `until_ready`).
+pub const OBSERVE_TRIES: u32 = 3;
+
 pub struct Gate<'a> {
     pub health: &'a HealthConfig,
 }
@@ -159,8 +162,32 @@ impl Gate<'_> {
         let native = target.caps().native_rollout;
         let started = Instant::now();
         let mut tallies: HashMap<String, Tally> = HashMap::new();
+        let mut unseen = 0;
         loop {
-            let seen = target.observe(release).await.map_err(Failure::from_error)?;
+            // An engine or API server that drops one request (a pooled
+            // connection closed under it) says nothing about the release:
+            // only OBSERVE_TRIES failed looks in a row fail it.
+            let seen = match target.observe(release).await {
+                Ok(seen) => {
+                    unseen = 0;
+                    seen
+                }
+                Err(e) if unseen + 1 < OBSERVE_TRIES => {
+                    unseen += 1;
+                    step.line(&format!(
+                        "warning: observing {} failed ({unseen} of {OBSERVE_TRIES} in a row): {e:#}",
+                        release.id
+                    ));
+                    tokio::time::sleep(h.interval()).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Failure::from_error(e.context(format!(
+                        "observing {} failed {OBSERVE_TRIES} times in a row",
+                        release.id
+                    ))))
+                }
+            };
             if let Some(verdict) = seen.verdict {
                 return Err(Failure::new(verdict.reason, verdict.instance.as_deref()));
             }

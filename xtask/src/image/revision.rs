@@ -61,8 +61,8 @@ pub fn of_tree(root: &Path) -> Result<Revision> {
             String::from_utf8_lossy(&diff.stderr).trim()
         );
     }
-    let changes = (!diff.stdout.is_empty())
-        .then(|| super::sbom::sha256_hex(&diff.stdout)[..8].to_owned());
+    let changes =
+        (!diff.stdout.is_empty()).then(|| super::sbom::sha256_hex(&diff.stdout)[..8].to_owned());
     Ok(Revision { commit, changes })
 }
 
@@ -108,8 +108,16 @@ mod tests {
         std::fs::write(&file, "fn main() { println!(\"b\") }\n").unwrap();
         let second = of_tree(dir.path()).unwrap();
         assert!(first.changes.is_some() && second.changes.is_some());
-        assert_ne!(first.tag(), second.tag(), "a second edit must not reuse the tag");
-        assert_eq!(of_tree(dir.path()).unwrap(), second, "the same edit, the same tag");
+        assert_ne!(
+            first.tag(),
+            second.tag(),
+            "a second edit must not reuse the tag"
+        );
+        assert_eq!(
+            of_tree(dir.path()).unwrap(),
+            second,
+            "the same edit, the same tag"
+        );
         // Staged counts as well as unstaged.
         cmd!(sh, "git add main.rs").run().unwrap();
         assert_eq!(of_tree(dir.path()).unwrap(), second);

@@ -46,6 +46,8 @@ pub struct Recording {
     writes: Mutex<usize>,
     pub lock: Mutex<Option<(String, LockInfo)>>,
     pub lose_lock: Mutex<bool>,
+    /// The next this many observations fail, as a dropped engine connection does.
+    pub drop_observes: Mutex<u32>,
 }
 
 impl Recording {
@@ -186,6 +188,13 @@ impl Target for Recording {
     }
     async fn observe(&self, release: &Release) -> Result<Observation> {
         self.call(format!("observe {}", release.id))?;
+        {
+            let mut dropped = self.drop_observes.lock().unwrap();
+            if *dropped > 0 {
+                *dropped -= 1;
+                bail!("connection closed before message completed (injected)");
+            }
+        }
         let sick = self.sick.lock().unwrap().get(&release.id).copied();
         let instances = self
             .instances

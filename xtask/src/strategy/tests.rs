@@ -360,3 +360,34 @@ async fn a_successful_deploy_prunes_what_history_no_longer_keeps_and_a_failed_on
         .unwrap();
     assert!(!target.take().iter().any(|c| c.starts_with("prune")));
 }
+
+/// A look at the release that fails now and then (the engine dropping one
+/// pooled connection) fails no release; OBSERVE_TRIES in a row do, naming why.
+#[tokio::test]
+async fn a_dropped_observation_fails_no_release_but_repeated_ones_do() {
+    let tries = crate::gate::OBSERVE_TRIES;
+    for strategy in ["rolling", "blue-green"] {
+        let env = env(strategy, 1);
+        let target = Recording::new(false);
+        deploy::run(&target, &env, image("1"), &options())
+            .await
+            .unwrap();
+        *target.drop_observes.lock().unwrap() = tries - 1;
+        let report = deploy::run(&target, &env, image("2"), &options())
+            .await
+            .unwrap();
+        assert!(report.succeeded, "{strategy}: {:?}", report.release.reason);
+
+        *target.drop_observes.lock().unwrap() = tries;
+        let report = deploy::run(&target, &env, image("3"), &options())
+            .await
+            .unwrap();
+        assert!(!report.succeeded, "{strategy}");
+        let reason = report.release.reason.unwrap();
+        assert!(
+            reason.contains(&format!("observing r3 failed {tries} times in a row"))
+                && reason.contains("connection closed before message completed"),
+            "{reason}"
+        );
+    }
+}
