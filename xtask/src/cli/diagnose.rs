@@ -1,8 +1,8 @@
 //! What `status` and `health` add when traffic and releases disagree, read
 //! from what every target reports (no branch on the target kind): the
 //! active release's instances run, but the balancer sends none of them
-//! traffic. That is what a restarted or killed balancer leaves (HAProxy
-//! keeps its runtime slots in memory only), and `route` repairs it.
+//! traffic. That is what a killed balancer (not restarted), or one that
+//! came back without its saved slots, leaves; `route` repairs it.
 use crate::{deploy::release::Release, targets::InstanceView};
 
 /// One sentence naming the fault and its repair, or None when traffic and

@@ -88,6 +88,7 @@ impl ComposeSettings {
     fn base() -> HaproxySettings {
         HaproxySettings {
             socket_path: "/var/lib/haproxy/admin.sock".into(),
+            state_file: None,
             max_servers: 8,
             ..HaproxySettings::default()
         }

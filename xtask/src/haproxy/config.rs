@@ -11,6 +11,14 @@ pub const TEMPLATE: &str = include_str!("../../../infrastructure/balancer/haprox
 pub const CONFIG_IN_CONTAINER: &str = "/etc/haproxy/haproxy.cfg";
 pub const PEM_IN_CONTAINER: &str = "/etc/haproxy/tls/balancer.pem";
 pub const SOCKET_IN_CONTAINER: &str = "/run/haproxy/admin.sock";
+/// The slots' runtime state (`show servers state`), saved by `balancer-ctl`
+/// after every change and loaded by HAProxy when it starts: a balancer the
+/// engine restarts after a crash serves the same instances at the same
+/// weights, instead of every slot disabled until `cargo xtask route`.
+pub const STATE_IN_CONTAINER: &str = "/var/lib/haproxy/server-state";
+/// A state file of no servers (format version 1): what the image ships, so
+/// the first start loads it without a warning.
+pub const EMPTY_STATE: &str = "1\n";
 /// Unprivileged ports inside the container (it runs as 65532).
 pub const HTTP_PORT: u16 = 8080;
 pub const HTTPS_PORT: u16 = 8443;
@@ -33,6 +41,9 @@ pub struct HaproxySettings {
     /// PEM with the certificate chain and the private key.
     pub cert_path: String,
     pub socket_path: String,
+    /// Where HAProxy loads its slots' state from at start (None: nowhere,
+    /// for the compose stacks, whose slots come from DNS).
+    pub state_file: Option<String>,
     /// Addresses or CIDR networks allowed to read the app's `/metrics`;
     /// everyone else gets 403. Clients that come in through a port the
     /// engine publishes are seen with the Docker network's gateway address.
@@ -61,6 +72,7 @@ impl Default for HaproxySettings {
             https_public_port: 443,
             cert_path: PEM_IN_CONTAINER.into(),
             socket_path: SOCKET_IN_CONTAINER.into(),
+            state_file: Some(STATE_IN_CONTAINER.into()),
             metrics_allow: vec!["127.0.0.1".into(), "10.0.0.0/8".into()],
             api_rate: 100,
             auth_rate: 5,
@@ -82,9 +94,13 @@ pub fn render(settings: &HaproxySettings) -> Result<String> {
 pub fn render_template(template: &str, s: &HaproxySettings) -> Result<String> {
     let servers = Servers {
         // All disabled until the runtime API gives one an address and `state
-        // ready`. 127.0.0.1:1 is a placeholder nothing listens on.
+        // ready`. At start each slot takes the address saved in the state
+        // file (`init-addr last`), else 127.0.0.1:1, a placeholder nothing
+        // listens on. HAProxy applies a saved address only to a server named
+        // by host name, hence `unset.invalid` (a name that never resolves,
+        // and is never looked up: no `libc` in `init-addr`).
         servers: format!(
-            "    server-template s 1-{} 127.0.0.1:1 disabled check",
+            "    server-template s 1-{} unset.invalid:1 disabled check init-addr last,127.0.0.1",
             s.max_servers
         ),
         resolvers: "# No resolvers: the runtime API sets every slot's address.\n".into(),
@@ -119,11 +135,15 @@ pub(crate) fn render_with(
             bail!("haproxy settings: `{field}` value `{value}` is not [address]:port");
         }
     }
+    let state_file = s.state_file.as_ref();
     for (field, value) in [
         ("cert_path", &s.cert_path),
         ("socket_path", &s.socket_path),
         ("health_path", &s.health_path),
-    ] {
+    ]
+    .into_iter()
+    .chain(state_file.map(|f| ("state_file", f)))
+    {
         plain(field, value)?;
         if !value.starts_with('/') {
             bail!("haproxy settings: `{field}` value `{value}` must start with /");
@@ -180,6 +200,20 @@ pub(crate) fn render_with(
     };
     let values: Vec<(&str, String)> = vec![
         ("socket_path", s.socket_path.clone()),
+        (
+            "server_state_file",
+            state_file.map_or(
+                "    # No saved slot state: the slots come from DNS.".into(),
+                |f| format!("    server-state-file {f}"),
+            ),
+        ),
+        (
+            "load_server_state",
+            match state_file {
+                Some(_) => "    load-server-state-from-file global".into(),
+                None => "    # No saved slot state to load.".into(),
+            },
+        ),
         ("http_bind", s.http_bind.clone()),
         ("https_bind", s.https_bind.clone()),
         ("exporter_bind", s.exporter_bind.clone()),

@@ -180,12 +180,26 @@ fn rootfs(ctl: &Path) -> Result<Vec<u8>> {
         // The admin socket: HAProxy (65532) creates it, nobody else may enter.
         ("run/haproxy", UID, 0o700),
         ("tmp", 0, 0o1777),
+        ("var", 0, 0o755),
+        ("var/lib", 0, 0o755),
+        // The slots' saved state (not under /run: nothing there is meant
+        // to outlive a restart). The container's own layer keeps it.
+        ("var/lib/haproxy", UID, 0o700),
     ] {
         if !dirs.iter().any(|d| d == dir) {
             add_dir(&mut tar, dir, owner, mode)?;
             dirs.push(dir.into());
         }
     }
+    // HAProxy loads it at start; balancer-ctl (the same user) replaces it.
+    let state = super::config::EMPTY_STATE.as_bytes();
+    let mut header = entry_header(tar::EntryType::Regular, state.len() as u64, UID, 0o600);
+    tar.append_data(
+        &mut header,
+        super::config::STATE_IN_CONTAINER.trim_start_matches('/'),
+        state,
+    )
+    .context("adding the empty slot state to the balancer image")?;
     for (inside, source, mode) in files {
         // Symlinks (libcrypt.so.1 -> libcrypt.so.1.1.0) become plain files.
         let contents =

@@ -1,5 +1,5 @@
 //! The balancer template, rendered the way the container renders it (but
-//! with the certificate and socket in a temp folder), then `haproxy -c` in
+//! with the certificate, socket and state file in a temp folder), then `haproxy -c` in
 //! zero-warning mode: a warning is a config HAProxy would half-understand.
 //! The same for the compose stacks' rendering of it (`check_compose`).
 use std::path::Path;
@@ -46,9 +46,19 @@ pub fn check_compose(template: &Path) -> Result<()> {
 fn in_dir(dir: &Path, settings: HaproxySettings) -> Result<HaproxySettings> {
     let pem = dir.join("balancer.pem");
     std::fs::write(&pem, dev_pem()?.1).context("writing the test certificate")?;
+    // As the image ships it: a state file of no servers.
+    let state_file = match settings.state_file {
+        Some(_) => {
+            let state = dir.join("server-state");
+            std::fs::write(&state, config::EMPTY_STATE).context("writing the empty state file")?;
+            Some(state.to_string_lossy().into_owned())
+        }
+        None => None,
+    };
     Ok(HaproxySettings {
         cert_path: pem.to_string_lossy().into_owned(),
         socket_path: dir.join("admin.sock").to_string_lossy().into_owned(),
+        state_file,
         ..settings
     })
 }

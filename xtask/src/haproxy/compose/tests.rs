@@ -35,7 +35,9 @@ fn prod_reads_the_certificate_from_the_secret_and_redirects_to_443() {
 #[test]
 fn the_deploy_targets_config_keeps_its_slot_pool_and_no_resolvers() {
     let text = config::render(&HaproxySettings::default()).unwrap();
-    assert!(text.contains("    server-template s 1-32 127.0.0.1:1 disabled check\n"));
+    assert!(text.contains(
+        "    server-template s 1-32 unset.invalid:1 disabled check init-addr last,127.0.0.1\n"
+    ));
     assert!(!text.contains("resolvers docker"), "{text}");
 }
 

@@ -7,7 +7,9 @@ fn defaults_render_every_feature() {
     for expected in [
         "stats socket /run/haproxy/admin.sock mode 600 level admin",
         "bind :8443 ssl crt /etc/haproxy/tls/balancer.pem",
-        "server-template s 1-32 127.0.0.1:1 disabled check",
+        "server-template s 1-32 unset.invalid:1 disabled check init-addr last,127.0.0.1",
+        "server-state-file /var/lib/haproxy/server-state",
+        "load-server-state-from-file global",
         "default-server inter 1000 fall 2 rise 2",
         "uri /ready ver HTTP/1.1",
         "acl metrics_allowed src 127.0.0.1 10.0.0.0/8",
@@ -19,6 +21,16 @@ fn defaults_render_every_feature() {
     }
     // 443 is the default port: no port in the redirect.
     assert!(text.contains("regsub(:[0-9]+$,)]%[capture.req.uri] code 301"));
+    let without_state = render(&HaproxySettings {
+        state_file: None,
+        ..HaproxySettings::default()
+    })
+    .unwrap();
+    assert!(
+        !without_state.contains("    server-state-file "),
+        "{without_state}"
+    );
+    assert!(!without_state.contains("    load-server-state-from-file "));
 }
 
 #[test]

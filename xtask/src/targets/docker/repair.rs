@@ -1,10 +1,9 @@
 //! `cargo xtask route` on a Docker host: the balancer's slots back onto the
-//! active release's instances. HAProxy keeps addresses and weights set
-//! through its runtime API in memory only: after the balancer container
-//! restarts (an engine restart, a crash, `docker restart`) every slot is
-//! back to MAINT as its config declares, while the instances run on and the
-//! public URL answers 503. Docker may also give an instance it restarted in
-//! place another address. One pass puts the active release's running
+//! active release's instances. HAProxy loads the slots balancer-ctl saved
+//! at the last change when it starts, so a crashed or restarted balancer
+//! mostly needs nothing; what it cannot know is an instance Docker
+//! restarted in place with another address, a state file lost with its
+//! container (`docker rm`), or an older balancer image without one. One pass puts the active release's running
 //! instances back into slots, waits for HAProxy's checks, then sends the
 //! active release all traffic. It stands aside while a live deploy holds
 //! the lock: that deploy moves the slots itself.

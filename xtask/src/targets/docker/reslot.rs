@@ -1,6 +1,6 @@
 //! Before an undo: the balancer running and the release it goes back to in
-//! its slots. A balancer that crashed (restarted by its policy with every
-//! slot in MAINT: HAProxy keeps runtime slots in memory only) or was
+//! its slots. A balancer that crashed (restarted by its policy with the
+//! slots saved at its last change, which may predate this run's) or was
 //! `docker kill`ed (not restarted) mid-deploy left the release it should
 //! go back to running but out of every slot; the shared converge only moves
 //! weights between slotted instances, so without this the rollback failed

@@ -1,8 +1,8 @@
 //! `cargo xtask route`: keeps a swarm environment's balancer on its live
 //! tasks between deploys. Swarm replaces a crashed task by itself, with a
 //! new task id and a new overlay address; nothing else gives the new task a
-//! slot, and HAProxy keeps slots set through its runtime API in memory only,
-//! so a restarted balancer has none. One pass starts the balancer if it is
+//! slot (a restarted balancer loads the slots saved at its last change,
+//! which still name the dead task). One pass starts the balancer if it is
 //! down, gives every running task of the live service a slot, waits for
 //! HAProxy's checks, then sends the active release all traffic (slots of
 //! tasks that are gone leave). Run once to repair, or `--watch` as a service
