@@ -7,6 +7,9 @@
 //! rollout completes or gets stuck (ProgressDeadlineExceeded) as the test says.
 //! A WATCH of deployments streams the rest of that scripted status progression
 //! as MODIFIED events, then holds the stream open as an idle server would.
+//! Of server-side apply's field ownership it keeps one field, a Deployment's
+//! spec.replicas (managedFields, conflicts, the reset to 1 of a field no one
+//! owns any more), because the autoscaler handling depends on it.
 //! It proves the calls xtask makes and how it reads the answers; it proves
 //! nothing about real scheduling, probes, RBAC, admission, or watch semantics
 //! beyond that happy path (no bookmarks, 410 Gone, timeouts or reconnects).
@@ -31,7 +34,7 @@ use serde_json::{json, Value};
 // The scripted Deployment controller: revisions, ReplicaSets and the status progression.
 #[path = "fake_kube_controller.rs"]
 mod controller;
-use controller::{controller, with_status};
+use controller::{apply_replicas, controller, replicas_owner, with_status};
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -114,6 +117,18 @@ impl FakeKube {
         self.state.lock().unwrap().objects.get(path).cloned()
     }
 
+    /// What the HorizontalPodAutoscaler does: spec.replicas of a Deployment
+    /// set through the scale subresource, an update that makes the
+    /// controller manager the field's only owner.
+    pub fn autoscale(&self, path: &str, replicas: i64) {
+        let mut st = self.state.lock().unwrap();
+        let mut object = st.objects.get(path).cloned().expect("no such Deployment");
+        object["spec"]["replicas"] = json!(replicas);
+        object["metadata"]["managedFields"] =
+            json!([replicas_owner("kube-controller-manager", "Update")]);
+        store(&mut st, path, object);
+    }
+
     /// Every call so far, and forgets them.
     pub fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut self.state.lock().unwrap().calls)
@@ -127,6 +142,13 @@ pub fn lines(calls: &[Call]) -> Vec<String> {
         .iter()
         .map(|c| format!("{} {}{}", c.method, c.path, watch(c)))
         .collect()
+}
+
+/// One query parameter's value, as sent (the fake's callers send plain ones).
+fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
 }
 
 fn is_watch(query: &str) -> bool {
@@ -209,11 +231,21 @@ async fn handle(
                 return status(StatusCode::NOT_FOUND, "NotFound", "not found");
             };
             merge(&mut current, &body);
+            if path.contains("/deployments/") && !body["spec"]["replicas"].is_null() {
+                // An update of the field moves its ownership to the updater.
+                current["metadata"]["managedFields"] =
+                    json!([replicas_owner("merge-patch", "Update")]);
+            }
             Json(store(&mut st, &path, current)).into_response()
         }
         ("PATCH", false) => {
             let object = if path.contains("/deployments/") {
-                controller(&mut st, &path, body)
+                let manager = param(&query, "fieldManager").unwrap_or_default();
+                let force = param(&query, "force") == Some("true");
+                match apply_replicas(st.objects.get(&path), body, manager, force) {
+                    Ok(body) => controller(&mut st, &path, body),
+                    Err(message) => return status(StatusCode::CONFLICT, "Conflict", message),
+                }
             } else {
                 body
             };
