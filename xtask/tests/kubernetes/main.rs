@@ -3,7 +3,9 @@
 //! and each test asserts the exact API calls made, in order. That the
 //! overlays render and parse is `cargo xtask lint`'s test (tests/lint.rs,
 //! "base, staging and production"); here the deploy's own rendering of them is checked.
-// One file per concern: rolling (and rollback), locking, blue-green, the CLI commands.
+// One file per concern: rolling (and rollback), locking, blue-green, the CLI
+// commands, replicas under an autoscaler.
+mod autoscaling;
 mod blue_green;
 mod commands;
 #[path = "../support/fake_kube.rs"]
@@ -19,7 +21,7 @@ use std::{
     },
 };
 
-use fake_kube::{lines, FakeKube, Rollout};
+use fake_kube::{lines, Call, FakeKube, Rollout};
 use serde_json::json;
 use xtask::{
     deploy::lock::LockInfo,
