@@ -4,13 +4,14 @@
 //! overlays render and parse is `cargo xtask lint`'s test (tests/lint.rs,
 //! "base, staging and production"); here the deploy's own rendering of them is checked.
 // One file per concern: rolling (and rollback), locking, blue-green, the CLI
-// commands, replicas under an autoscaler.
+// commands, replicas under an autoscaler, the deployer's Role against the calls.
 mod autoscaling;
 mod blue_green;
 mod commands;
 #[path = "../support/fake_kube.rs"]
 mod fake_kube;
 mod locking;
+mod rbac;
 mod rolling;
 
 use std::{
