@@ -146,6 +146,11 @@ pub fn check_tree(root: &Path) -> Vec<Outcome> {
     for file in files(&kube.join("base"), "", ".template.yaml") {
         plan.push(("k8s manifest", file, kubernetes::check_manifest_file));
     }
+    plan.push((
+        "k8s manifest",
+        kube.join("deployer-role.yaml"),
+        kubernetes::check_manifest_file,
+    ));
     for file in files(&monitoring.join("grafana/dashboards"), "", ".json") {
         plan.push(("dashboard PromQL", file, dashboard::check));
     }

@@ -1,6 +1,6 @@
 use super::*;
 
-async fn blue_green(s: &Setup, image: &str) -> DeployReport {
+pub(super) async fn blue_green(s: &Setup, image: &str) -> DeployReport {
     let source = Source::Image {
         image: image.into(),
         overrides: BTreeMap::new(),
@@ -40,6 +40,8 @@ async fn blue_green_deploys_beside_the_live_colour_then_switches_and_retires_it(
     let expected = calls(&[
         &format!("POST {LEASES}"),
         &format!("GET {HISTORY}"),
+        &format!("GET {NS}/services/app"), // the live colour, whose count the HPA chose
+        &format!("GET {APPS}/deployments/app-blue"),
         &format!("PUT {HISTORY}"),
         &format!("GET {NS}/services/app"), // which colour is live
         "PATCH /api/v1/namespaces/app-staging",

@@ -3,12 +3,15 @@
 //! and each test asserts the exact API calls made, in order. That the
 //! overlays render and parse is `cargo xtask lint`'s test (tests/lint.rs,
 //! "base, staging and production"); here the deploy's own rendering of them is checked.
-// One file per concern: rolling (and rollback), locking, blue-green, the CLI commands.
+// One file per concern: rolling (and rollback), locking, blue-green, the CLI
+// commands, replicas under an autoscaler, the deployer's Role against the calls.
+mod autoscaling;
 mod blue_green;
 mod commands;
 #[path = "../support/fake_kube.rs"]
 mod fake_kube;
 mod locking;
+mod rbac;
 mod rolling;
 
 use std::{
@@ -19,7 +22,7 @@ use std::{
     },
 };
 
-use fake_kube::{lines, FakeKube, Rollout};
+use fake_kube::{lines, Call, FakeKube, Rollout};
 use serde_json::json;
 use xtask::{
     deploy::lock::LockInfo,

@@ -8,6 +8,7 @@ async fn rolling_deploy_applies_the_overlay_waits_for_the_rollout_and_records_it
     let mut expected = calls(&[
         &format!("POST {LEASES}"),
         &format!("GET {HISTORY}"),
+        &format!("GET {APPS}/deployments/app"), // the HPA's count: no Deployment yet
         &format!("POST {NS}/configmaps"),
         &format!("GET {APPS}/deployments/app"),
     ]);
@@ -62,6 +63,7 @@ async fn rolling_deploy_applies_the_overlay_waits_for_the_rollout_and_records_it
         d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"],
         "1.0.0"
     );
+    // The overlay's HPA scales it: a new Deployment starts at its minReplicas.
     assert_eq!(d["spec"]["replicas"], 2);
     let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -107,8 +109,11 @@ async fn a_stuck_rollout_reapplies_the_previous_replicaset_template() {
     let mut expected = calls(&[
         &format!("POST {LEASES}"),
         &format!("GET {HISTORY}"),
+        &format!("GET {APPS}/deployments/app"), // the count the HPA runs
         &format!("PUT {HISTORY}"),
         &format!("GET {APPS}/deployments/app"),
+        // r1 created it with spec.replicas: handed over before the apply leaves it out.
+        &format!("PATCH {APPS}/deployments/app"),
     ]);
     expected.extend(applies());
     expected.extend(calls(&[
@@ -208,8 +213,9 @@ async fn rollback_to_reapplies_that_releases_image_and_env() {
     let mut expected = calls(&[
         &format!("POST {LEASES}"),
         &format!("GET {HISTORY}"),
+        &format!("GET {APPS}/deployments/app"), // the count the HPA runs
         &format!("PUT {HISTORY}"),
-        &format!("GET {APPS}/deployments/app"),
+        &format!("GET {APPS}/deployments/app"), // no handover: r2 did it
     ]);
     expected.extend(applies());
     expected.extend(calls(&[

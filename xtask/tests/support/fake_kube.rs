@@ -7,13 +7,18 @@
 //! rollout completes or gets stuck (ProgressDeadlineExceeded) as the test says.
 //! A WATCH of deployments streams the rest of that scripted status progression
 //! as MODIFIED events, then holds the stream open as an idle server would.
+//! Of server-side apply's field ownership it keeps one field, a Deployment's
+//! spec.replicas (managedFields, conflicts, the reset to 1 of a field no one
+//! owns any more), because the autoscaler handling depends on it.
+//! Every request is authorized against the deployer's Role (fake_kube_rbac.rs):
+//! a call it does not grant is answered 403.
 //! It proves the calls xtask makes and how it reads the answers; it proves
-//! nothing about real scheduling, probes, RBAC, admission, or watch semantics
+//! nothing about real scheduling, probes, admission, or watch semantics
 //! beyond that happy path (no bookmarks, 410 Gone, timeouts or reconnects).
 #![allow(dead_code)] // each test uses a different part
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -25,13 +30,22 @@ use axum::{
     response::{IntoResponse, Response},
     Json, Router,
 };
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 // The scripted Deployment controller: revisions, ReplicaSets and the status progression.
 #[path = "fake_kube_controller.rs"]
 mod controller;
-use controller::{controller, with_status};
+use controller::{apply_replicas, controller, replicas_owner, with_status};
+
+// LIST and WATCH answers: selectors, and the watch's scripted events.
+#[path = "fake_kube_reads.rs"]
+mod reads;
+use reads::{list, watch};
+
+// What the deployer's Role allows, and how a request is named to RBAC.
+#[path = "fake_kube_rbac.rs"]
+pub mod rbac;
+use rbac::Access;
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -59,6 +73,11 @@ struct St {
     script: VecDeque<Rollout>,
     /// Deployment path -> (how its current rollout goes, stale reads left).
     rollouts: BTreeMap<String, (Rollout, u32)>,
+    /// What the Role allows; every request is checked against it.
+    granted: BTreeSet<Access>,
+    /// Every access asked for since the start (never forgotten), and those refused.
+    asked: BTreeSet<Access>,
+    denied: BTreeSet<Access>,
 }
 
 pub struct FakeKube {
@@ -69,8 +88,16 @@ pub struct FakeKube {
 }
 
 impl FakeKube {
+    /// Authorizing requests with the deployer's Role (infrastructure/kubernetes/deployer-role.yaml).
     pub async fn start() -> FakeKube {
-        let state = Arc::new(Mutex::new(St::default()));
+        Self::start_with_role(&rbac::deployer_role()).await
+    }
+
+    pub async fn start_with_role(role: &k8s_openapi::api::rbac::v1::Role) -> FakeKube {
+        let state = Arc::new(Mutex::new(St {
+            granted: rbac::grants(role),
+            ..St::default()
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new().fallback(handle).with_state(state.clone());
@@ -114,6 +141,28 @@ impl FakeKube {
         self.state.lock().unwrap().objects.get(path).cloned()
     }
 
+    /// What the HorizontalPodAutoscaler does: spec.replicas of a Deployment
+    /// set through the scale subresource, an update that makes the
+    /// controller manager the field's only owner.
+    pub fn autoscale(&self, path: &str, replicas: i64) {
+        let mut st = self.state.lock().unwrap();
+        let mut object = st.objects.get(path).cloned().expect("no such Deployment");
+        object["spec"]["replicas"] = json!(replicas);
+        object["metadata"]["managedFields"] =
+            json!([replicas_owner("kube-controller-manager", "Update")]);
+        store(&mut st, path, object);
+    }
+
+    /// Every access asked for since the start (take_calls does not forget these).
+    pub fn asked(&self) -> BTreeSet<Access> {
+        self.state.lock().unwrap().asked.clone()
+    }
+
+    /// The accesses answered 403 because the Role does not grant them.
+    pub fn denied(&self) -> BTreeSet<Access> {
+        self.state.lock().unwrap().denied.clone()
+    }
+
     /// Every call so far, and forgets them.
     pub fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut self.state.lock().unwrap().calls)
@@ -127,6 +176,13 @@ pub fn lines(calls: &[Call]) -> Vec<String> {
         .iter()
         .map(|c| format!("{} {}{}", c.method, c.path, watch(c)))
         .collect()
+}
+
+/// One query parameter's value, as sent (the fake's callers send plain ones).
+fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
 }
 
 fn is_watch(query: &str) -> bool {
@@ -163,6 +219,16 @@ async fn handle(
         query: query.clone(),
         body: body.clone(),
     });
+    let access = rbac::access(method.as_str(), &path, &query);
+    st.asked.insert(access.clone());
+    if !st.granted.contains(&access) {
+        let message = format!(
+            "User \"system:serviceaccount:xtask-deployer\" cannot {} resource \"{}\" in API group \"{}\"",
+            access.verb, access.resource, access.group
+        );
+        st.denied.insert(access);
+        return status(StatusCode::FORBIDDEN, "Forbidden", &message);
+    }
     if path.ends_with("/log") {
         return "starting\nerror: cannot connect to the database\n".into_response();
     }
@@ -209,11 +275,21 @@ async fn handle(
                 return status(StatusCode::NOT_FOUND, "NotFound", "not found");
             };
             merge(&mut current, &body);
+            if path.contains("/deployments/") && !body["spec"]["replicas"].is_null() {
+                // An update of the field moves its ownership to the updater.
+                current["metadata"]["managedFields"] =
+                    json!([replicas_owner("merge-patch", "Update")]);
+            }
             Json(store(&mut st, &path, current)).into_response()
         }
         ("PATCH", false) => {
             let object = if path.contains("/deployments/") {
-                controller(&mut st, &path, body)
+                let manager = param(&query, "fieldManager").unwrap_or_default();
+                let force = param(&query, "force") == Some("true");
+                match apply_replicas(st.objects.get(&path), body, manager, force) {
+                    Ok(body) => controller(&mut st, &path, body),
+                    Err(message) => return status(StatusCode::CONFLICT, "Conflict", message),
+                }
             } else {
                 body
             };
@@ -264,88 +340,4 @@ fn store(st: &mut St, path: &str, mut object: Value) -> Value {
     object["metadata"]["resourceVersion"] = json!(st.version.to_string());
     st.objects.insert(path.to_owned(), object.clone());
     object
-}
-
-/// The label and field selectors of a query, as (key, value) pairs.
-fn selectors(query: &str) -> (Pairs, Pairs) {
-    let (mut labels, mut fields) = (Vec::new(), Vec::new());
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = v
-            .replace("%3D", "=")
-            .replace("%2C", ",")
-            .replace("%2F", "/");
-        let target = match k {
-            "labelSelector" => &mut labels,
-            "fieldSelector" => &mut fields,
-            _ => continue,
-        };
-        target.extend(
-            v.split(',')
-                .filter_map(|s| s.split_once('=').map(|(a, b)| (a.to_owned(), b.to_owned()))),
-        );
-    }
-    (labels, fields)
-}
-
-type Pairs = Vec<(String, String)>;
-
-fn list(st: &mut St, path: &str, query: &str) -> Response {
-    let (labels, fields) = selectors(query);
-    let items: Vec<(String, Value)> = st
-        .objects
-        .iter()
-        .filter(|(k, _)| {
-            k.strip_prefix(path)
-                .is_some_and(|rest| rest.matches('/').count() == 1)
-        })
-        .filter(|(_, v)| {
-            labels
-                .iter()
-                .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want))
-        })
-        .filter(|(_, v)| {
-            fields.iter().all(|(k, want)| match k.as_str() {
-                "involvedObject.name" => v["involvedObject"]["name"].as_str() == Some(want),
-                "metadata.name" => v["metadata"]["name"].as_str() == Some(want),
-                _ => true,
-            })
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let items: Vec<Value> = items
-        .into_iter()
-        .map(|(k, v)| with_status(st, &k, v))
-        .collect();
-    let kind = if path.ends_with("/deployments") {
-        "DeploymentList"
-    } else {
-        "List"
-    };
-    Json(json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": st.version.to_string() }, "items": items })).into_response()
-}
-
-/// A watch of one Deployment (fieldSelector metadata.name=NAME): the rest of its
-/// scripted status progression, one MODIFIED event per line, then an open, idle stream.
-/// A re-watch (the watcher's, after any dropped stream) gets the current status again.
-fn watch(st: &mut St, path: &str, query: &str) -> Response {
-    let (_, fields) = selectors(query);
-    let name = fields.iter().find(|(k, _)| k == "metadata.name");
-    let key = format!(
-        "{path}/{}",
-        name.map(|(_, v)| v.as_str()).unwrap_or_default()
-    );
-    let mut events = Vec::new();
-    while let Some(object) = st.objects.get(&key).cloned() {
-        let more = st.rollouts.get(&key).is_some_and(|(_, stale)| *stale > 0);
-        let event = json!({ "type": "MODIFIED", "object": with_status(st, &key, object) });
-        events.push(Ok::<_, std::convert::Infallible>(Bytes::from(format!(
-            "{event}\n"
-        ))));
-        if !more {
-            break;
-        }
-    }
-    let stream = futures_util::stream::iter(events).chain(futures_util::stream::pending());
-    axum::body::Body::from_stream(stream).into_response()
 }

@@ -110,3 +110,61 @@ pub(super) fn with_status(st: &mut St, path: &str, mut object: Value) -> Value {
     };
     object
 }
+
+/// A managedFields entry owning spec.replicas (the only field whose ownership the fake keeps).
+pub(super) fn replicas_owner(manager: &str, operation: &str) -> Value {
+    json!({ "manager": manager, "operation": operation, "apiVersion": "apps/v1",
+        "fieldsType": "FieldsV1", "fieldsV1": { "f:spec": { "f:replicas": {} } } })
+}
+
+/// Server-side apply's rules for spec.replicas of a Deployment, as the real
+/// API server keeps them in managedFields: sent, the applier owns it (a
+/// different value than other owners hold conflicts unless forced, and a
+/// changed value leaves the applier its only owner); left out, the applier
+/// lets go, and a field no one owns any more is removed and defaulted to 1.
+/// A body without a pod template only sets fields on the stored object (a
+/// partial apply, like the handover of spec.replicas); a full one replaces it.
+pub(super) fn apply_replicas(
+    previous: Option<&Value>,
+    mut body: Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value, &'static str> {
+    let sent = body["spec"].get("replicas").cloned();
+    if let Some(previous) = previous.filter(|_| body["spec"].get("template").is_none()) {
+        let mut merged = previous.clone();
+        super::merge(&mut merged, &body);
+        body = merged;
+    }
+    let mut owners: Vec<Value> = previous
+        .and_then(|p| p["metadata"]["managedFields"].as_array().cloned())
+        .unwrap_or_default();
+    let before = previous.map(|p| p["spec"]["replicas"].clone());
+    let mine = |o: &Value| o["manager"] == manager && o["operation"] == "Apply";
+    match sent {
+        Some(value) => {
+            let changed = before.as_ref().is_some_and(|b| *b != value);
+            if changed && !force && owners.iter().any(|o| !mine(o)) {
+                return Err(
+                    "Apply failed with 1 conflict: conflict with another manager on .spec.replicas",
+                );
+            }
+            if changed {
+                owners.clear();
+            }
+            owners.retain(|o| !mine(o));
+            owners.push(replicas_owner(manager, "Apply"));
+        }
+        None => {
+            let owned = owners.iter().any(mine);
+            owners.retain(|o| !mine(o));
+            body["spec"]["replicas"] = match before {
+                Some(_) if owned && owners.is_empty() => json!(1),
+                Some(b) if !b.is_null() => b,
+                _ => json!(1),
+            };
+        }
+    }
+    body["metadata"]["managedFields"] = json!(owners);
+    Ok(body)
+}

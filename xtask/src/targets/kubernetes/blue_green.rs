@@ -2,7 +2,9 @@
 //! `<deployment>-blue` and `<deployment>-green`, told apart by the
 //! `xtask.colour` label in their selectors. The Service selects the live
 //! colour; `<service>-preview` selects the one being deployed. Traffic moves
-//! in one apply of the Service; the HorizontalPodAutoscaler follows it.
+//! in one apply of the Service; the HorizontalPodAutoscaler follows it. The
+//! colour being filled is never the HPA's target, so its apply carries
+//! spec.replicas: the count the HPA gave the live colour (`autoscaling`).
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 

@@ -14,6 +14,7 @@ use k8s_openapi::{
         core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount},
         networking::v1::{Ingress, NetworkPolicy},
         policy::v1::PodDisruptionBudget,
+        rbac::v1::{Role, RoleBinding},
     },
     Resource,
 };
@@ -97,6 +98,9 @@ pub fn check_object(value: &Value) -> Result<()> {
         _ if matches::<PodDisruptionBudget>(api_version, kind) => {
             typed::<PodDisruptionBudget>(&label, value)
         }
+        // The deployer's Role (infrastructure/kubernetes/deployer-role.yaml), not the app's.
+        _ if matches::<Role>(api_version, kind) => typed::<Role>(&label, value),
+        _ if matches::<RoleBinding>(api_version, kind) => typed::<RoleBinding>(&label, value),
         _ => bail!(
             "{label}: `{api_version}` `{kind}` is not a kind this lint knows; add its k8s-openapi type to xtask/src/lint/kubernetes.rs"
         ),

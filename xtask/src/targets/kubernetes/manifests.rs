@@ -94,7 +94,8 @@ fn image_tag(image: &str) -> &str {
 }
 
 /// The Deployment with the release's image on its first container, its variables,
-/// replicas, and the labels that tie pods to the release.
+/// replicas (the autoscaler's count when one scales it: `autoscaling`), and the
+/// labels that tie pods to the release.
 fn for_release(object: &Value, release: &Release) -> Result<Value> {
     let mut deployment: Deployment =
         serde_json::from_value(object.clone()).context("reading the rendered Deployment")?;

@@ -2,6 +2,7 @@
 //! apply, the Deployment's own rolling update doing the rollout (a native
 //! rollout: see `release`), a Lease as the deploy lock and a ConfigMap
 //! holding the release history.
+pub mod autoscaling;
 pub mod blue_green;
 pub mod history;
 pub mod kustomize;
@@ -125,9 +126,10 @@ impl Target for KubeTarget {
     }
 
     /// The cluster pulls by reference (its digest is only known to the nodes).
+    /// With an autoscaler, the release runs (and is recorded with) the count it chose.
     async fn admit(&self, release: &mut Release) -> Result<()> {
         release.image_id.clear();
-        Ok(())
+        self.autoscaled_replicas(release).await
     }
 
     async fn prepare(&self, release: &Release) -> Result<()> {

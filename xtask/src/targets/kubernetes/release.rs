@@ -9,7 +9,10 @@
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use super::{blue_green, manifests, KubeTarget};
+use super::{
+    autoscaling::{self, Replicas},
+    blue_green, manifests, rollout, KubeTarget,
+};
 use crate::{
     deploy::release::Release,
     environment::Strategy,
@@ -25,6 +28,9 @@ pub struct KubeRun {
     pub deployment: Value,
     /// Rolling: the revision that served before this run.
     pub before: Option<String>,
+    /// Rolling under an HPA: the live count, to hand spec.replicas over
+    /// before the first apply that leaves it out (see `autoscaling`).
+    pub handover: Option<i32>,
     /// Blue-green: the colour serving before, and the one this run fills.
     pub live: Option<String>,
     pub colour: &'static str,
@@ -51,19 +57,37 @@ impl KubeTarget {
 
     /// Renders before touching the cluster: a broken overlay fails the release without a change.
     pub(super) async fn prepare_release(&self, release: &Release) -> Result<()> {
-        let objects = manifests::render(self, release)?;
-        let deployment = objects
+        let mut objects = manifests::render(self, release)?;
+        let index = objects
             .iter()
-            .find(|o| {
+            .position(|o| {
                 o["kind"] == "Deployment"
                     && o["metadata"]["name"] == self.settings.deployment.as_str()
             })
-            .expect("render checked the Deployment is there")
-            .clone();
+            .expect("render checked the Deployment is there");
         let blue_green = release.strategy == Strategy::BlueGreen;
-        let (before, live) = match release.strategy {
-            Strategy::Rolling => (self.revision().await?, None),
-            Strategy::BlueGreen => (None, self.live_colour().await?),
+        let (mut before, mut live, mut handover) = (None, None, None);
+        match release.strategy {
+            Strategy::Rolling => {
+                let current = self.current_deployment().await?;
+                before = current.as_ref().and_then(rollout::revision_of);
+                // Only here is the applied Deployment the HPA's target: on
+                // blue-green it targets the serving colour, never the one filled.
+                let floor = autoscaling::hpa_floor(&objects, &self.settings.deployment);
+                let count = current
+                    .as_ref()
+                    .map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1));
+                if let Replicas::LeftToHpa(n) =
+                    autoscaling::replicas(release.replicas, floor, count)
+                {
+                    objects[index] = autoscaling::without_replicas(&objects[index]);
+                    let owned = current.as_ref().is_some_and(|d| {
+                        autoscaling::applies_replicas(d, manifests::FIELD_MANAGER)
+                    });
+                    handover = owned.then_some(n);
+                }
+            }
+            Strategy::BlueGreen => live = self.live_colour().await?,
             Strategy::Canary => {
                 bail!("the Kubernetes target has no weighted traffic for a canary (refused when the environment is loaded)")
             }
@@ -71,10 +95,11 @@ impl KubeTarget {
         self.remember(KubeRun {
             release: release.id.clone(),
             colour: blue_green::other(live.as_deref().unwrap_or("green")),
+            deployment: objects[index].clone(),
             objects,
-            deployment,
             before,
             live,
+            handover,
             blue_green,
             switched: false,
         });
@@ -82,7 +107,11 @@ impl KubeTarget {
     }
 
     pub(super) async fn apply_all(&self) -> Result<()> {
-        for object in &self.current()?.objects {
+        let run = self.current()?;
+        if let Some(replicas) = run.handover {
+            self.hand_over_replicas(replicas).await?;
+        }
+        for object in &run.objects {
             self.apply(object).await?;
         }
         Ok(())

@@ -73,19 +73,35 @@ pub fn progress(deployment: &Deployment) -> Progress {
     }
 }
 
+pub fn revision_of(deployment: &Deployment) -> Option<String> {
+    deployment
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(REVISION)
+        .cloned()
+}
+
 impl KubeTarget {
     pub(crate) fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.settings.namespace)
     }
 
-    /// The Deployment's current revision; None before the first deploy.
-    pub async fn revision(&self) -> Result<Option<String>> {
-        let found = self
-            .deployments()
+    /// The overlay's Deployment as the cluster has it; None before the first deploy.
+    pub async fn current_deployment(&self) -> Result<Option<Deployment>> {
+        self.deployments()
             .get_opt(&self.settings.deployment)
             .await
-            .with_context(|| format!("reading Deployment {}", self.settings.deployment))?;
-        Ok(found.and_then(|d| d.metadata.annotations?.get(REVISION).cloned()))
+            .with_context(|| format!("reading Deployment {}", self.settings.deployment))
+    }
+
+    /// The Deployment's current revision; None before the first deploy.
+    pub async fn revision(&self) -> Result<Option<String>> {
+        Ok(self
+            .current_deployment()
+            .await?
+            .as_ref()
+            .and_then(revision_of))
     }
 
     /// One line for `status`: revision, release and where the rollout stands.
