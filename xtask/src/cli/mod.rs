@@ -14,6 +14,7 @@ pub mod lab;
 pub mod lifecycle;
 pub mod observe;
 pub mod releases;
+pub mod watch;
 
 use crate::{ci, engine, lint, report};
 
@@ -51,6 +52,8 @@ pub enum Command {
     History(releases::EnvJsonArgs),
     /// Probe the public URL and every instance; exit 1 when anything is unhealthy
     Health(releases::EnvJsonArgs),
+    /// After a deploy: watch the active release (--for SECONDS) and roll back by itself if it fails
+    Watch(watch::WatchArgs),
     /// Docker and swarm: the balancer back onto the active release's live instances (once, or --watch)
     Route(lifecycle::RouteArgs),
     /// Show or free an environment's deploy lock
@@ -120,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => observe::status(args).await,
         Command::History(args) => releases::history_command(args).await,
         Command::Health(args) => observe::health_command(args).await,
+        Command::Watch(args) => watch::watch_command(args).await,
         Command::Lock(action) => lifecycle::lock_command(action).await,
         Command::Route(args) => lifecycle::route(args).await,
         Command::Up(args) => lifecycle::up(args).await,

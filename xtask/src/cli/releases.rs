@@ -163,6 +163,7 @@ pub async fn rollback_command(args: RollbackArgs) -> Result<ExitCode> {
         command: "rollback".into(),
         migrate_down: args.migrate_down,
         restore: args.restore.clone(),
+        cause: None,
     };
     let target = connect(&env, &args.env).await?;
     let report = deploy::run(&target, &env, Source::Restore { to: args.to }, &options).await?;

@@ -61,6 +61,10 @@ pub struct Options {
     pub migrate_down: bool,
     /// Rollback: restore this backup first (`deploy::schema`).
     pub restore: Option<String>,
+    /// Rollback: why the active release is being left (`watch` saw it fail
+    /// after its verification). Recorded on it as a failure, so no later
+    /// rollback returns to it.
+    pub cause: Option<String>,
 }
 
 /// The fully resolved environment of a release: plain variables plus secrets, resolved here.
@@ -226,7 +230,11 @@ async fn locked(
                     );
                 }
             }
-            run.succeeded(&mut history, moved)
+            let report = run.succeeded(&mut history, moved);
+            if let (Some(cause), Some(left)) = (&options.cause, &previous) {
+                history.condemn(&left.id, cause);
+            }
+            report
         }
         Err(failure) => {
             step.finish("FAILED");

@@ -234,6 +234,20 @@ impl History {
         }
     }
 
+    /// A release that was left because it failed after its verification
+    /// (`watch`): failed, with why, so `previous_good` never returns to it.
+    pub fn condemn(&mut self, id: &str, cause: &str) {
+        if let Some(r) = self.get_mut(id) {
+            let then = r
+                .reason
+                .take()
+                .map(|r| format!("; {r}"))
+                .unwrap_or_default();
+            r.outcome = Outcome::Failed;
+            r.reason = Some(format!("failed after verification: {cause}{then}"));
+        }
+    }
+
     /// The release passed verification with all traffic on it.
     /// Keeps the analysis a run measured with its release.
     pub fn measured(&mut self, id: &str, analysis: Vec<crate::gate::analysis::Measurement>) {
@@ -414,6 +428,38 @@ mod tests {
             h.get("r3").unwrap().reason.as_deref(),
             Some("rolled back to r1")
         );
+    }
+
+    #[test]
+    fn a_release_left_after_failing_its_watch_is_never_returned_to() {
+        let mut h = History::default();
+        let r1 = h.begin(release("a:1"));
+        h.activate(&r1, "t1");
+        let r2 = h.begin(release("a:2"));
+        h.activate(&r2, "t2");
+        let mut back = release("a:1");
+        back.restores = Some(r1.clone());
+        let r3 = h.begin(back);
+        h.activate(&r3, "t3");
+        h.condemn(
+            &r2,
+            "instance app-b exited with code 137 after verification",
+        );
+        let left = h.get(&r2).unwrap();
+        assert_eq!(left.outcome, Outcome::Failed);
+        assert_eq!(
+            left.reason.as_deref(),
+            Some("failed after verification: instance app-b exited with code 137 after verification; rolled back to r1")
+        );
+        // A later rollback from r3 goes to r1, never to the condemned r2.
+        let r4 = h.begin(release("a:4"));
+        h.activate(&r4, "t4");
+        assert_eq!(h.previous_good().unwrap().id, "r3");
+        assert!(h
+            .releases
+            .iter()
+            .filter(|r| r.outcome != Outcome::Failed)
+            .all(|r| r.id != r2));
     }
 
     #[test]

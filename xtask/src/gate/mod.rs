@@ -7,6 +7,7 @@
 pub mod analysis;
 mod probe;
 mod verify;
+pub mod watch;
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,7 @@ use std::{
 use serde::Serialize;
 
 pub use probe::{probe, ProbeResult};
-pub use verify::verify_public;
+pub use verify::{round_urls, verify_public};
 
 use crate::{
     deploy::release::Release,

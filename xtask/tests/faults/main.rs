@@ -15,6 +15,7 @@ mod routes;
 mod stopped;
 #[path = "../support/mod.rs"]
 mod support;
+mod watch;
 
 use std::time::{Duration, Instant};
 
