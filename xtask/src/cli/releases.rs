@@ -36,8 +36,10 @@ pub struct DeployArgs {
     pub image: Option<String>,
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
-    /// KEY=VALUE app variable for this release; kept in the release record, so rollback restores it
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// KEY=VALUE app variable for this release, or KEY to take its value from this
+    /// environment (kept out of the command line); kept in the release record, so
+    /// rollback restores it
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
     pub vars: Vec<String>,
     /// Print the plan and change nothing
     #[arg(long)]
@@ -91,16 +93,30 @@ pub fn load_env(arg: &EnvArg) -> Result<Environment> {
 
 fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
     vars.iter()
-        .map(|kv| {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--env {kv}: expected KEY=VALUE"))?;
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                bail!("--env {k}=…: a variable name is letters, digits and _");
-            }
-            Ok((k.to_owned(), v.to_owned()))
-        })
+        .map(|kv| parse_var(kv, |name| std::env::var(name).ok()))
         .collect()
+}
+
+/// `KEY=VALUE`, or `KEY` alone for the value this process has in its
+/// environment (as `docker run -e KEY` does): the value then never appears
+/// in the command line other users of the machine can read with `ps`.
+fn parse_var(kv: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<(String, String)> {
+    let (k, v) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (kv, None),
+    };
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("--env {k}…: a variable name is letters, digits and _ (KEY=VALUE, or KEY to take its value from this environment)");
+    }
+    let v = match v {
+        Some(v) => v,
+        None => lookup(k).with_context(|| {
+            format!(
+                "--env {k}: {k} is not set in this environment; set it, or pass --env {k}=VALUE"
+            )
+        })?,
+    };
+    Ok((k.to_owned(), v))
 }
 
 /// The image from this tree, built into the target's engine when it does
@@ -378,4 +394,36 @@ pub async fn history_command(args: EnvJsonArgs) -> Result<ExitCode> {
         print_analysis(r);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_var;
+
+    #[test]
+    fn an_env_flag_is_a_pair_or_a_name_whose_value_comes_from_the_environment() {
+        let lookup = |name: &str| (name == "GREETING").then(|| "hello=world".to_owned());
+        assert_eq!(
+            parse_var("A=b=c", lookup).unwrap(),
+            ("A".into(), "b=c".into())
+        );
+        assert_eq!(
+            parse_var("EMPTY=", lookup).unwrap(),
+            ("EMPTY".into(), String::new())
+        );
+        assert_eq!(
+            parse_var("GREETING", lookup).unwrap(),
+            ("GREETING".into(), "hello=world".into())
+        );
+        let unset = parse_var("MISSING", lookup).unwrap_err().to_string();
+        assert_eq!(
+            unset,
+            "--env MISSING: MISSING is not set in this environment; set it, or pass --env MISSING=VALUE"
+        );
+        let bad = parse_var("A-B=1", lookup).unwrap_err().to_string();
+        assert!(
+            bad.starts_with("--env A-B…: a variable name is letters, digits and _"),
+            "{bad}"
+        );
+    }
 }

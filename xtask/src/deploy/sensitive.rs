@@ -15,10 +15,65 @@ use crate::environment::{Environment, TargetKind};
 /// and PASSPHRASE.
 const SECRET_WORDS: &[&str] = &["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL"];
 
+/// Whole parts of a name (between `_`, `-` or `.`) that make it a secret;
+/// too short to look for inside other words (`PW` is in `UPWARD`).
+const SECRET_PARTS: &[&str] = &["PW", "PWD", "AUTH", "PRIVATE", "CREDS", "SALT"];
+
 /// Why a variable name looks secret: the word it contains.
 pub fn secret_name(name: &str) -> Option<&'static str> {
     let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().copied().find(|w| upper.contains(w))
+    SECRET_WORDS
+        .iter()
+        .copied()
+        .find(|w| upper.contains(w))
+        .or_else(|| {
+            upper
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .find_map(|part| SECRET_PARTS.iter().copied().find(|p| *p == part))
+        })
+}
+
+/// Credentials whose shape gives them away, wherever they stand in a
+/// value: (what it is, how it starts, the shortest it is).
+const TOKEN_SHAPES: &[(&str, &str, usize)] = &[
+    ("an AWS access key id", "AKIA", 20),
+    ("a GitHub token", "ghp_", 40),
+    ("a GitHub token", "gho_", 40),
+    ("a GitHub token", "ghs_", 40),
+    ("a GitHub token", "ghu_", 40),
+    ("a GitHub token", "github_pat_", 40),
+    ("a GitLab token", "glpat-", 26),
+    ("a Slack token", "xoxb-", 20),
+    ("a Slack token", "xoxp-", 20),
+    ("a Stripe key", "sk_live_", 24),
+    ("a Stripe key", "rk_live_", 24),
+    ("a JSON Web Token", "eyJ", 30),
+];
+
+/// The byte ranges of tokens of a known shape, and PEM private keys.
+fn token_spans(value: &str) -> Vec<(std::ops::Range<usize>, &'static str)> {
+    let mut spans = Vec::new();
+    if let Some(begin) = value.find("-----BEGIN") {
+        if value[begin..].contains("PRIVATE KEY") {
+            spans.push((begin..value.len(), "a private key (PEM)"));
+            return spans;
+        }
+    }
+    let token_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let mut at = 0;
+    for word in value.split(|c: char| !token_char(c)) {
+        let start = at;
+        at += word.len() + 1;
+        let found = TOKEN_SHAPES.iter().find(|(_, prefix, min)| {
+            word.starts_with(prefix)
+                && word.len() >= *min
+                && (*prefix != "eyJ" || word.matches('.').count() == 2)
+        });
+        if let Some((what, _, _)) = found {
+            spans.push((start..start + word.len(), *what));
+        }
+    }
+    spans
 }
 
 /// A `key=value` key inside a value (libpq and ODBC connection strings, URL
@@ -82,6 +137,7 @@ fn secret_spans(value: &str) -> Vec<(std::ops::Range<usize>, &'static str)> {
             spans.push((span, "a password (password=…)"));
         }
     }
+    spans.extend(token_spans(value));
     spans
 }
 
@@ -201,7 +257,26 @@ http_port = 18080
         ] {
             assert!(secret_name(name).is_some(), "{name}");
         }
-        for name in ["LOG_FORMAT", "RUST_LOG", "DATABASE_URL", "PORT", "GREETING"] {
+        for name in [
+            "DB_PW",
+            "SMTP_PWD",
+            "BASIC_AUTH",
+            "GPG_PRIVATE",
+            "AWS_CREDS",
+            "db.pw",
+        ] {
+            assert!(secret_name(name).is_some(), "{name}");
+        }
+        for name in [
+            "LOG_FORMAT",
+            "RUST_LOG",
+            "DATABASE_URL",
+            "PORT",
+            "GREETING",
+            "UPWARD",
+            "AUTHOR_NAME",
+            "SALTY",
+        ] {
             assert_eq!(secret_name(name), None, "{name}");
         }
     }
@@ -215,6 +290,13 @@ http_port = 18080
             "host=db password='hunter 2' dbname=app",
             "Server=db;Uid=app;Pwd=hunter2;",
             "https://api.example/v1?user=x&access_token=hunter2",
+            "AKIAIOSFODNN7EXAMPLE",
+            "Bearer ghp_hunter2hunter2hunter2hunter2hunter2ab",
+            "glpat-hunter2hunter2hunter2",
+            "xoxb-1234-hunter2hunter2",
+            "sk_live_hunter2hunter2hunter2",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.hunter2signature",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nhunter2\n-----END OPENSSH PRIVATE KEY-----",
         ] {
             assert!(secret_value(value).is_some(), "{value}");
             assert!(!redact("DSN", value).contains("hunter"), "{value}");
@@ -227,6 +309,10 @@ http_port = 18080
             "https://example.com/@user:x",
             "sslkey=/etc/ssl/app.key",
             "json",
+            "AKIA",
+            "eyJust-a-word",
+            "-----BEGIN CERTIFICATE-----",
+            "ghp_short",
         ] {
             assert_eq!(secret_value(value), None, "{value}");
         }
