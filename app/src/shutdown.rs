@@ -78,12 +78,15 @@ pub async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Binds the socket world-writable: the balancer's workers run as another user.
+/// Binds the socket for its owner and group only (0660): a process of
+/// another user on the host could otherwise send it requests that skip the
+/// balancer's TLS, rate limits and /metrics rule. A balancer that runs as
+/// another user reaches it through the group (or as root).
 fn bind_unix(path: &Path) -> Result<UnixListener> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding {} (LISTEN_SOCKET)", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("making {} reachable by the balancer", path.display()))?;
     tracing::info!(socket = %path.display(), "listening on unix socket");
     Ok(listener)

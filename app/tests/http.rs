@@ -200,7 +200,7 @@ fn healthcheck_subcommand_exits_by_the_probe_result() {
 }
 
 #[test]
-fn serves_the_same_routes_on_a_unix_socket_reachable_by_any_user() {
+fn serves_the_same_routes_on_a_unix_socket_for_its_owner_and_group_only() {
     use std::{
         io::{Read, Write},
         os::unix::fs::PermissionsExt,
@@ -211,8 +211,8 @@ fn serves_the_same_routes_on_a_unix_socket_reachable_by_any_user() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(
         mode & 0o777,
-        0o666,
-        "the balancer's workers run as another user"
+        0o660,
+        "other users of the host must not reach the app around the balancer"
     );
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     stream
