@@ -339,9 +339,8 @@ async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_p
         "{stderr}"
     );
 
-    // The balancer restarts (an engine restart, a crash): HAProxy comes back
-    // from its config with every slot in MAINT and the public URL answers
-    // 503, while the instances run on. `route` puts them back.
+    // The balancer restarts (an engine restart, a crash): HAProxy loads the
+    // slots balancer-ctl saved, and serves the same instances at once.
     target
         .docker()
         .restart_container(&balancer, None)
@@ -353,15 +352,44 @@ async fn rollback_and_rollback_to_restore_the_release_and_its_env_from_a_fresh_p
         let request = client.get(&health).send();
         async move { request.await.map(|r| r.status().as_u16()).ok() }
     };
-    let mut answered = None;
-    for _ in 0..100 {
-        answered = status(&client).await;
-        if answered.is_some() {
-            break;
+    let answered = |want: Option<u16>| {
+        let status = &status;
+        let client = &client;
+        async move {
+            let mut seen = None;
+            for _ in 0..100 {
+                seen = status(client).await;
+                if seen == want {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        answered(Some(200)).await,
+        Some(200),
+        "a restarted balancer keeps its slots"
+    );
+    let (ok, routed, stderr) = env.xtask_json(&["route"]);
+    assert!(
+        ok && routed["moved"] == 0,
+        "nothing to move: {routed}\n{stderr}"
+    );
+
+    // Slots lost all the same (a balancer without its saved state): every
+    // slot in MAINT, 503 while the instances run on. `route` puts them back.
+    let haproxy = xtask::haproxy::HaproxyBalancer::open(target.docker(), target.scope())
+        .await
+        .unwrap();
+    for row in haproxy.servers().await.unwrap() {
+        haproxy
+            .exec_raw(&format!("set server app/{} state maint", row.name))
+            .await
+            .unwrap();
     }
-    assert_eq!(answered, Some(503), "a restarted balancer serves no slot");
+    assert_eq!(answered(Some(503)).await, Some(503), "no slot serves");
     let (ok, routed, stderr) = env.xtask_json(&["route"]);
     assert!(ok, "{stderr}");
     assert_eq!(routed["release"], "r4", "{routed}");
