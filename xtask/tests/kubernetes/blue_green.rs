@@ -16,12 +16,12 @@ pub(super) async fn blue_green(s: &Setup, image: &str) -> DeployReport {
         .unwrap()
 }
 
-fn colour_of(s: &Setup, service: &str) -> serde_json::Value {
+pub(super) fn colour_of(s: &Setup, service: &str) -> serde_json::Value {
     s.fake.get(&format!("{NS}/services/{service}")).unwrap()["spec"]["selector"]["xtask.colour"]
         .clone()
 }
 
-fn replicas(s: &Setup, deployment: &str) -> serde_json::Value {
+pub(super) fn replicas(s: &Setup, deployment: &str) -> serde_json::Value {
     s.fake
         .get(&format!("{APPS}/deployments/{deployment}"))
         .unwrap()["spec"]["replicas"]

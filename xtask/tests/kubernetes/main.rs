@@ -10,6 +10,7 @@ mod blue_green;
 mod commands;
 #[path = "../support/fake_kube.rs"]
 mod fake_kube;
+mod interrupted;
 mod locking;
 mod rbac;
 mod rolling;

@@ -9,6 +9,7 @@ pub mod kustomize;
 pub mod lease;
 pub mod manifests;
 mod release;
+mod repair;
 pub mod rollout;
 
 use std::{sync::Mutex, time::Duration};
@@ -160,8 +161,14 @@ impl Target for KubeTarget {
         Ok(Split::default())
     }
 
-    async fn undo(&self, _to: Option<&Release>, _gate: &Gate<'_>, _step: &Step) -> Result<()> {
-        self.undo_run().await
+    /// What this process did in the run is reversed; with nothing done here
+    /// (a run that died in another process), the cluster is repaired to `to`.
+    async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
+        let run = self.run.lock().expect("run state").take();
+        match run {
+            Some(run) => self.undo_run(run).await,
+            None => self.repair_to(to, gate, step).await,
+        }
     }
 
     async fn retire(&self, _release: &str, _keep: usize) -> Result<()> {
