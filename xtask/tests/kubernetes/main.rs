@@ -8,6 +8,7 @@
 mod autoscaling;
 mod blue_green;
 mod commands;
+mod digests;
 #[path = "../support/fake_kube.rs"]
 mod fake_kube;
 mod interrupted;

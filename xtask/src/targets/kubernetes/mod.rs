@@ -4,6 +4,7 @@
 //! holding the release history.
 pub mod autoscaling;
 pub mod blue_green;
+pub mod digest;
 pub mod history;
 pub mod kustomize;
 pub mod lease;
@@ -126,10 +127,15 @@ impl Target for KubeTarget {
             .context("building the public client")
     }
 
-    /// The cluster pulls by reference (its digest is only known to the nodes).
-    /// With an autoscaler, the release runs (and is recorded with) the count it chose.
+    /// A new image has no id yet: the digest the nodes pull is recorded after
+    /// its rollout (`image_ran`). A rollback keeps the digest its release
+    /// recorded, so the pod spec pins it; anything but a digest reference
+    /// (a hand-edited record) is dropped for the tag. With an autoscaler, the
+    /// release runs (and is recorded with) the count it chose.
     async fn admit(&self, release: &mut Release) -> Result<()> {
-        release.image_id.clear();
+        if digest::digest_reference(&release.image_id).is_none() {
+            release.image_id.clear();
+        }
         self.autoscaled_replicas(release).await
     }
 
@@ -147,6 +153,11 @@ impl Target for KubeTarget {
 
     async fn observe(&self, release: &Release) -> Result<Observation> {
         self.observe_rollout(release).await
+    }
+
+    /// The digest every pod of the release pulled, as the kubelet reports it.
+    async fn image_ran(&self, release: &Release) -> Result<Option<String>> {
+        self.pulled_digest(&release.id).await
     }
 
     async fn follow(&self, _release: &Release, _ready: &[String]) -> Result<()> {
