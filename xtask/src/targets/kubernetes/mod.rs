@@ -237,10 +237,15 @@ impl Target for KubeTarget {
         Ok(None)
     }
 
+    /// What `--dry-run` prints: the variables redacted here, whoever calls,
+    /// and the count the deploy would run: the HPA's, read as `admit` reads it
+    /// (reads only), not the file's.
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
+        let mut shown = release.redacted();
+        self.autoscaled_replicas(&mut shown).await?;
         Ok(
-            // What `--dry-run` prints: the variables redacted here, whoever calls.
-            serde_json::json!({ "kind": "kubernetes", "objects": manifests::render(self, &release.redacted())? }),
+            serde_json::json!({ "kind": "kubernetes", "replicas": shown.replicas,
+            "objects": manifests::render(self, &shown)? }),
         )
     }
 }
