@@ -197,6 +197,7 @@ async fn locked(
             strategy::run(&strategy).await?;
             moved = Some(started.elapsed().as_secs_f64());
             verify(target, env, &step).await?;
+            record_image(target, &mut history, &release).await;
             // Recorded before anything is retired: should the final write
             // fail, the next run finishes this release instead of undoing it.
             history.verified(&release.id, &release::now());
@@ -280,6 +281,20 @@ async fn locked(
         }
     }
     Ok(report)
+}
+
+/// The image the passed release runs, where the target learns it only now:
+/// recorded with the verified record. Failing to read it fails nothing (the
+/// release is good); a rollback to it then goes by its tag.
+async fn record_image(target: &impl Target, history: &mut History, release: &Release) {
+    match target.image_ran(release).await {
+        Ok(Some(image_id)) => history.ran_image(&release.id, image_id),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "warning: {}: {e:#}; its record keeps the tag {}, which a rollback to it uses",
+            release.id, release.image
+        ),
+    }
 }
 
 /// All traffic back on `previous` in one balancer step, when the target

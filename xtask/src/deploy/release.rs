@@ -263,6 +263,13 @@ impl History {
         }
     }
 
+    /// The immutable image reference the release's instances run (see `Target::image_ran`).
+    pub fn ran_image(&mut self, id: &str, image_id: String) {
+        if let Some(r) = self.get_mut(id) {
+            r.image_id = image_id;
+        }
+    }
+
     pub fn verified(&mut self, id: &str, now: &str) {
         if let Some(r) = self.get_mut(id) {
             r.verified_at = Some(now.to_owned());

@@ -162,6 +162,9 @@ impl Target for AnyTarget {
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
         each!(self, t => t.plan(release).await)
     }
+    async fn image_ran(&self, release: &Release) -> Result<Option<String>> {
+        each!(self, t => t.image_ran(release).await)
+    }
     async fn servers_of(&self, release: &str) -> Result<Vec<String>> {
         each!(self, t => t.servers_of(release).await)
     }

@@ -210,6 +210,14 @@ pub trait Target: LockStore + HistoryStore {
     async fn prune(&self, kept: &[Release], dry_run: bool) -> Result<Option<docker::Pruned>>;
     /// What a deploy of `release` would apply, for `--dry-run`.
     async fn plan(&self, release: &Release) -> Result<serde_json::Value>;
+    /// After `release` passed its rollout and verification: the immutable
+    /// reference its instances run, when the target learns it only then (the
+    /// digest a cluster's nodes pulled), for the record and so a rollback
+    /// runs that image. None where `admit` recorded it already (an engine's
+    /// image id) or the target cannot tell.
+    async fn image_ran(&self, _release: &Release) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// The balancer's names for the servers that carry `release` (HAProxy
     /// slots), for a canary's analysis queries. None where no balancer
     /// of ours is in front.

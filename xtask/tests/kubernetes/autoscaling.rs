@@ -136,3 +136,30 @@ async fn blue_green_starts_the_new_colour_at_the_count_the_hpa_gave_the_live_one
     );
     assert_eq!(stored_replicas(&s, "app-blue"), 0);
 }
+
+/// `deploy --dry-run` shows the count the deploy would run, the HPA's, not the file's.
+#[tokio::test]
+async fn the_dry_run_plan_shows_the_count_the_hpa_runs() {
+    use xtask::targets::Target;
+    let mut s = setup(None).await;
+    s.env.file.deploy.replicas = 4;
+    assert!(deploy(&s, "xtask-app:1.0.0", &[]).await.succeeded);
+    s.fake.autoscale(&format!("{APPS}/deployments/app"), 5);
+    s.fake.take_calls();
+    let mut release = History::default().begin_preview("xtask-app:2.0.0");
+    release.replicas = 4;
+    let plan = s.target.plan(&release).await.unwrap();
+    let deployment = plan["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 5);
+    assert_eq!(plan["replicas"], 5);
+    assert!(
+        s.fake.take_calls().iter().all(|c| c.method == "GET"),
+        "a plan changes nothing"
+    );
+    assert_eq!(stored_replicas(&s, "app"), 5);
+}

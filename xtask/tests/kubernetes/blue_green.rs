@@ -16,12 +16,12 @@ pub(super) async fn blue_green(s: &Setup, image: &str) -> DeployReport {
         .unwrap()
 }
 
-fn colour_of(s: &Setup, service: &str) -> serde_json::Value {
+pub(super) fn colour_of(s: &Setup, service: &str) -> serde_json::Value {
     s.fake.get(&format!("{NS}/services/{service}")).unwrap()["spec"]["selector"]["xtask.colour"]
         .clone()
 }
 
-fn replicas(s: &Setup, deployment: &str) -> serde_json::Value {
+pub(super) fn replicas(s: &Setup, deployment: &str) -> serde_json::Value {
     s.fake
         .get(&format!("{APPS}/deployments/{deployment}"))
         .unwrap()["spec"]["replicas"]
@@ -58,9 +58,10 @@ async fn blue_green_deploys_beside_the_live_colour_then_switches_and_retires_it(
         &format!("GET {APPS}/deployments?watch"),
         &format!("PATCH {NS}/services/app"), // the switch
         &format!("PATCH {hpa}"),
-        &format!("PUT {HISTORY}"),                     // verified
+        &format!("GET {NS}/pods"), // the digest green's pods pulled
+        &format!("PUT {HISTORY}"), // verified
         &format!("PATCH {APPS}/deployments/app-blue"), // scaled to 0
-        &format!("PATCH {APPS}/deployments/app"),      // none here: 404
+        &format!("PATCH {APPS}/deployments/app"), // none here: 404
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),
         &format!("DELETE {LEASE}"),

@@ -121,5 +121,9 @@ async fn the_dry_run_plan_shows_the_variables_redacted() {
     ] {
         assert!(plan.contains(shown), "{shown} in {plan}");
     }
-    assert!(s.fake.take_calls().is_empty(), "a plan touches no cluster");
+    assert_eq!(
+        lines(&s.fake.take_calls()),
+        calls(&[&format!("GET {APPS}/deployments/app")]),
+        "a plan only reads (the count an HPA runs)"
+    );
 }

@@ -8,8 +8,10 @@
 mod autoscaling;
 mod blue_green;
 mod commands;
+mod digests;
 #[path = "../support/fake_kube.rs"]
 mod fake_kube;
+mod interrupted;
 mod locking;
 mod rbac;
 mod rolling;

@@ -16,6 +16,7 @@ async fn rolling_deploy_applies_the_overlay_waits_for_the_rollout_and_records_it
     expected.extend(calls(&[
         &format!("GET {APPS}/deployments"), // the watcher's LIST: stale, observedGeneration behind
         &format!("GET {APPS}/deployments?watch"), // MODIFIED: complete
+        &format!("GET {NS}/pods"),          // the digest its pods pulled: none here
         &format!("PUT {HISTORY}"), // verified: a later run finishes it should the last write fail
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),
@@ -221,6 +222,7 @@ async fn rollback_to_reapplies_that_releases_image_and_env() {
     expected.extend(calls(&[
         &format!("GET {APPS}/deployments"),
         &format!("GET {APPS}/deployments?watch"),
+        &format!("GET {NS}/pods"), // the digest its pods pulled
         &format!("PUT {HISTORY}"),
         &format!("PUT {HISTORY}"),
         &format!("GET {LEASE}"),

@@ -134,7 +134,9 @@ fn for_release(object: &Value, release: &Release) -> Result<Value> {
         .containers
         .first_mut()
         .context("the Deployment has no container")?;
-    container.image = Some(release.image.clone());
+    // The digest a restored release recorded, else its tag: a tag moved since
+    // must not change what a rollback runs.
+    container.image = Some(release.runnable_image().to_owned());
     let env = container.env.get_or_insert_with(Vec::new);
     for (name, value) in &release.env {
         let var = EnvVar {

@@ -4,11 +4,13 @@
 //! holding the release history.
 pub mod autoscaling;
 pub mod blue_green;
+pub mod digest;
 pub mod history;
 pub mod kustomize;
 pub mod lease;
 pub mod manifests;
 mod release;
+mod repair;
 pub mod rollout;
 
 use std::{sync::Mutex, time::Duration};
@@ -125,10 +127,15 @@ impl Target for KubeTarget {
             .context("building the public client")
     }
 
-    /// The cluster pulls by reference (its digest is only known to the nodes).
-    /// With an autoscaler, the release runs (and is recorded with) the count it chose.
+    /// A new image has no id yet: the digest the nodes pull is recorded after
+    /// its rollout (`image_ran`). A rollback keeps the digest its release
+    /// recorded, so the pod spec pins it; anything but a digest reference
+    /// (a hand-edited record) is dropped for the tag. With an autoscaler, the
+    /// release runs (and is recorded with) the count it chose.
     async fn admit(&self, release: &mut Release) -> Result<()> {
-        release.image_id.clear();
+        if digest::digest_reference(&release.image_id).is_none() {
+            release.image_id.clear();
+        }
         self.autoscaled_replicas(release).await
     }
 
@@ -148,6 +155,11 @@ impl Target for KubeTarget {
         self.observe_rollout(release).await
     }
 
+    /// The digest every pod of the release pulled, as the kubelet reports it.
+    async fn image_ran(&self, release: &Release) -> Result<Option<String>> {
+        self.pulled_digest(&release.id).await
+    }
+
     async fn follow(&self, _release: &Release, _ready: &[String]) -> Result<()> {
         Ok(())
     }
@@ -160,8 +172,14 @@ impl Target for KubeTarget {
         Ok(Split::default())
     }
 
-    async fn undo(&self, _to: Option<&Release>, _gate: &Gate<'_>, _step: &Step) -> Result<()> {
-        self.undo_run().await
+    /// What this process did in the run is reversed; with nothing done here
+    /// (a run that died in another process), the cluster is repaired to `to`.
+    async fn undo(&self, to: Option<&Release>, gate: &Gate<'_>, step: &Step) -> Result<()> {
+        let run = self.run.lock().expect("run state").take();
+        match run {
+            Some(run) => self.undo_run(run).await,
+            None => self.repair_to(to, gate, step).await,
+        }
     }
 
     async fn retire(&self, _release: &str, _keep: usize) -> Result<()> {
@@ -219,10 +237,15 @@ impl Target for KubeTarget {
         Ok(None)
     }
 
+    /// What `--dry-run` prints: the variables redacted here, whoever calls,
+    /// and the count the deploy would run: the HPA's, read as `admit` reads it
+    /// (reads only), not the file's.
     async fn plan(&self, release: &Release) -> Result<serde_json::Value> {
+        let mut shown = release.redacted();
+        self.autoscaled_replicas(&mut shown).await?;
         Ok(
-            // What `--dry-run` prints: the variables redacted here, whoever calls.
-            serde_json::json!({ "kind": "kubernetes", "objects": manifests::render(self, &release.redacted())? }),
+            serde_json::json!({ "kind": "kubernetes", "replicas": shown.replicas,
+            "objects": manifests::render(self, &shown)? }),
         )
     }
 }

@@ -179,13 +179,9 @@ impl KubeTarget {
         Ok(())
     }
 
-    /// Back to what served before this run. With nothing done by this
-    /// process (a run that died), the cluster keeps what it has: the next
-    /// apply supersedes it.
-    pub(super) async fn undo_run(&self) -> Result<()> {
-        let Some(run) = self.run.lock().expect("run state").take() else {
-            return Ok(());
-        };
+    /// Back to what served before this run (see `repair` for a run that
+    /// died in another process).
+    pub(super) async fn undo_run(&self, run: KubeRun) -> Result<()> {
         if run.blue_green {
             return self.switch_back(&run).await;
         }

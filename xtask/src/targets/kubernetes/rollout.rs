@@ -82,17 +82,28 @@ pub fn revision_of(deployment: &Deployment) -> Option<String> {
         .cloned()
 }
 
+/// The release whose pods a Deployment makes: its pod template's `xtask.release` label.
+pub fn release_of(deployment: &Deployment) -> Option<String> {
+    let template = deployment.spec.as_ref()?.template.metadata.as_ref()?;
+    template.labels.as_ref()?.get(RELEASE_LABEL).cloned()
+}
+
 impl KubeTarget {
     pub(crate) fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.settings.namespace)
     }
 
+    /// A Deployment as the cluster has it; None when there is none.
+    pub async fn deployment(&self, name: &str) -> Result<Option<Deployment>> {
+        self.deployments()
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading Deployment {name}"))
+    }
+
     /// The overlay's Deployment as the cluster has it; None before the first deploy.
     pub async fn current_deployment(&self) -> Result<Option<Deployment>> {
-        self.deployments()
-            .get_opt(&self.settings.deployment)
-            .await
-            .with_context(|| format!("reading Deployment {}", self.settings.deployment))
+        self.deployment(&self.settings.deployment).await
     }
 
     /// The Deployment's current revision; None before the first deploy.
@@ -106,12 +117,7 @@ impl KubeTarget {
 
     /// One line for `status`: revision, release and where the rollout stands.
     pub async fn rollout_summary(&self, name: &str) -> Result<String> {
-        let Some(d) = self
-            .deployments()
-            .get_opt(name)
-            .await
-            .with_context(|| format!("reading Deployment {name}"))?
-        else {
+        let Some(d) = self.deployment(name).await? else {
             return Ok(format!("Deployment {name} does not exist yet"));
         };
         let revision = d
@@ -120,19 +126,7 @@ impl KubeTarget {
             .as_ref()
             .and_then(|a| a.get(REVISION).cloned())
             .unwrap_or_else(|| "?".into());
-        let release = d
-            .spec
-            .as_ref()
-            .and_then(|s| {
-                s.template
-                    .metadata
-                    .as_ref()?
-                    .labels
-                    .as_ref()?
-                    .get(RELEASE_LABEL)
-                    .cloned()
-            })
-            .unwrap_or_else(|| "?".into());
+        let release = release_of(&d).unwrap_or_else(|| "?".into());
         let state = match progress(&d) {
             Progress::Done => "rolled out".to_owned(),
             Progress::Waiting(why) => format!("rolling out: {why}"),
