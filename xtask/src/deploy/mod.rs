@@ -3,85 +3,31 @@
 //! anything fails (a gate, the verification window, Ctrl-C, a lost
 //! connection) undo to the active release, close the record and report. A
 //! run that died without cleaning up (kill -9) is finished by the next one.
-use std::{collections::BTreeMap, time::Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use anyhow::Result;
 
+mod draft;
 pub mod hooks;
 pub mod lock;
 pub mod records;
 pub mod release;
+mod report;
 pub mod schema;
 pub mod sensitive;
 
 use self::release::{History, Release};
+pub use self::{
+    draft::{draft_release, resolve_env, resolve_secrets, Options, Source},
+    report::{announce, DeployReport, Run},
+};
 use crate::{
-    environment::{self, Environment, Strategy},
+    environment::Environment,
     gate::{Failure, Gate},
     progress::Step,
     strategy,
     targets::{Split, Target},
 };
-
-/// What to deploy: a new image, or an earlier release restored.
-pub enum Source {
-    Image {
-        image: String,
-        overrides: BTreeMap<String, String>,
-    },
-    Restore {
-        to: Option<String>,
-    },
-}
-
-#[derive(Debug, Serialize)]
-pub struct DeployReport {
-    pub environment: String,
-    pub release: Release,
-    pub strategy: Strategy,
-    pub succeeded: bool,
-    /// Whole run, verification window included.
-    pub seconds: f64,
-    /// From start until every slot served the new release (before verification).
-    pub traffic_moved_seconds: Option<f64>,
-    pub public_url: String,
-    /// When a failed release was rolled back: from its first failed probe to the previous release serving alone.
-    pub rollback_seconds: Option<f64>,
-    /// The failing instance's last log lines.
-    pub failure_logs: Option<String>,
-}
-
-#[derive(Default)]
-pub struct Options {
-    pub strategy: Option<Strategy>,
-    pub quiet: bool,
-    pub command: String,
-    /// Rollback: revert the active release's newer migrations first (`deploy::schema`).
-    pub migrate_down: bool,
-    /// Rollback: restore this backup first (`deploy::schema`).
-    pub restore: Option<String>,
-    /// Rollback: why the active release is being left (`watch` saw it fail
-    /// after its verification). Recorded on it as a failure, so no later
-    /// rollback returns to it.
-    pub cause: Option<String>,
-}
-
-/// The fully resolved environment of a release: plain variables plus secrets, resolved here.
-pub fn resolve_env(release: &Release) -> Result<BTreeMap<String, String>> {
-    let mut env = release.env.clone();
-    env.extend(resolve_secrets(release)?);
-    Ok(env)
-}
-
-/// The release's secrets, each resolved on this machine from its reference.
-pub fn resolve_secrets(release: &Release) -> Result<BTreeMap<String, String>> {
-    release
-        .secrets
-        .iter()
-        .map(|(name, reference)| Ok((name.clone(), environment::resolve_secret(name, reference)?)))
-        .collect()
-}
 
 /// Finishes what an earlier run left: its release is closed (activated
 /// when it had passed verification, failed otherwise) and the target
@@ -351,172 +297,6 @@ async fn write_final(target: &impl Target, history: &History) -> Result<()> {
                     "the run finished but its record could not be written; the next command finishes it (a verified release stays, anything else is undone)",
                 ))
             }
-        }
-    }
-}
-
-/// A deploy or rollback run once its release is recorded in progress: the
-/// ending every target shares, the record closed and trimmed and the report
-/// built. The caller writes the history back.
-pub struct Run<'a> {
-    pub env: &'a Environment,
-    pub release: Release,
-    pub started: Instant,
-    pub public_url: String,
-}
-
-impl Run<'_> {
-    pub fn succeeded(&self, history: &mut History, traffic_moved: Option<f64>) -> DeployReport {
-        history.activate(&self.release.id, &release::now());
-        self.report(history, true, traffic_moved, None, None)
-    }
-
-    /// Recorded failed with `reason`, and with the rollback's own error when `undone` failed.
-    pub fn failed(
-        &self,
-        history: &mut History,
-        reason: &str,
-        undone: &Result<()>,
-        traffic_moved: Option<f64>,
-        rollback_seconds: Option<f64>,
-        logs: Option<String>,
-    ) -> DeployReport {
-        let reason = match undone {
-            Ok(()) => reason.to_owned(),
-            Err(e) => format!("{reason}; and the rollback failed too: {e:#}"),
-        };
-        history.fail(&self.release.id, &reason, &release::now());
-        self.report(history, false, traffic_moved, rollback_seconds, logs)
-    }
-
-    fn report(
-        &self,
-        history: &mut History,
-        succeeded: bool,
-        traffic_moved: Option<f64>,
-        rollback_seconds: Option<f64>,
-        logs: Option<String>,
-    ) -> DeployReport {
-        history.trim(self.env.file.deploy.keep_releases);
-        DeployReport {
-            environment: self.env.name.clone(),
-            release: history
-                .get(&self.release.id)
-                .cloned()
-                .unwrap_or_else(|| self.release.clone()),
-            strategy: self.release.strategy,
-            succeeded,
-            seconds: self.started.elapsed().as_secs_f64(),
-            traffic_moved_seconds: traffic_moved,
-            public_url: self.public_url.clone(),
-            rollback_seconds,
-            failure_logs: logs,
-        }
-    }
-}
-
-/// The progress step of a deploy or rollback run: `deploy r7 (Rolling…)`.
-pub fn announce(release: &Release, detail: &str, quiet: bool) -> Step {
-    let verb = if release.restores.is_some() {
-        "rollback to"
-    } else {
-        "deploy"
-    };
-    Step::start(
-        &format!("{verb} {} ({:?}{detail})", release.id, release.strategy),
-        quiet,
-    )
-}
-
-/// The release a deploy or rollback makes, before any target looks at it:
-/// the environment file plus `--env` for a new image, or an earlier
-/// release's image and variables for a rollback. Shared by every target.
-pub fn draft_release(
-    env: &Environment,
-    history: &History,
-    source: Source,
-    options: &Options,
-) -> Result<Release> {
-    let base = Release {
-        id: String::new(),
-        image: String::new(),
-        image_id: String::new(),
-        env: env.file.app.env.clone(),
-        secrets: env.file.app.secrets.clone(),
-        strategy: options.strategy.unwrap_or(env.file.deploy.strategy),
-        replicas: env.file.deploy.replicas,
-        started_at: release::now(),
-        finished_at: None,
-        by: release::deployer(),
-        outcome: release::Outcome::InProgress,
-        reason: None,
-        restores: None,
-        verified_at: None,
-        analysis: Vec::new(),
-        schema: None,
-        hooks: Vec::new(),
-    };
-    if base.strategy == Strategy::Canary && env.file.canary.is_none() {
-        bail!(
-            "--strategy canary: {} has no [canary] table (steps, prometheus_url, analysis); see docs/CANARY.md",
-            env.path.display()
-        );
-    }
-    if base.strategy == Strategy::Canary
-        && env.file.target.kind() == environment::TargetKind::Kubernetes
-    {
-        bail!("--strategy canary: needs weighted traffic through our balancer (docker or swarm); on Kubernetes use blue-green");
-    }
-    match source {
-        Source::Image { image, overrides } => {
-            if let Some(key) = overrides
-                .keys()
-                .find(|k| release::PLATFORM_ENV.contains(&k.as_str()))
-            {
-                bail!("--env {key}=…: {key} is set by the deploy engine");
-            }
-            if let Some(key) = overrides
-                .keys()
-                .find(|k| environment::FAULT_VARIABLES.contains(&k.as_str()))
-                .filter(|_| !env.file.app.debug_knobs)
-            {
-                bail!("--env {key}=…: makes the app misbehave on purpose; only an environment file with [app] debug_knobs = true (a test environment) allows it");
-            }
-            sensitive::refuse(env, &overrides)?;
-            let mut vars = base.env.clone();
-            vars.extend(overrides);
-            Ok(Release {
-                image,
-                env: vars,
-                ..base
-            })
-        }
-        Source::Restore { to } => {
-            let chosen = match &to {
-                Some(id) => history.get(id).with_context(|| {
-                    let kept: Vec<&str> = history.releases.iter().map(|r| r.id.as_str()).collect();
-                    format!("--to {id}: no such release in the history of {} (kept: {})", env.name, kept.join(", "))
-                })?,
-                None => history.previous_good().with_context(|| {
-                    format!("{}: no earlier good release to roll back to (see `cargo xtask history -e {}`)", env.name, env.name)
-                })?,
-            };
-            Ok(Release {
-                image: chosen.image.clone(),
-                image_id: chosen.image_id.clone(),
-                env: chosen.env.clone(),
-                secrets: chosen.secrets.clone(),
-                replicas: chosen.replicas,
-                schema: chosen.schema.clone(),
-                restores: Some(chosen.id.clone()),
-                // A rollback goes back at once: the release it restores
-                // served before, and an incident is no time to walk steps.
-                strategy: match base.strategy {
-                    Strategy::Canary => Strategy::BlueGreen,
-                    other => other,
-                },
-                ..base
-            })
         }
     }
 }
