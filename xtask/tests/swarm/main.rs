@@ -7,6 +7,7 @@
 mod canary;
 mod failures;
 mod operations;
+mod pinning;
 #[path = "../support/mod.rs"]
 mod support;
 mod traffic;

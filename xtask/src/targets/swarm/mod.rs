@@ -12,6 +12,7 @@
 //! config objects, so every manager, and every fresh runner, sees the same
 //! ones.
 mod nodes;
+mod pin;
 mod records;
 mod repair;
 pub mod rollout;
@@ -248,13 +249,10 @@ impl Target for SwarmTarget {
         crate::targets::docker::client_trusting(self.balancers())
     }
 
-    /// Nodes pull by reference; the local id is recorded when this engine has the image.
+    /// Nodes pull by reference: the release records, and its service runs,
+    /// the image pinned to its registry digest (see `pin`).
     async fn admit(&self, release: &mut Release) -> Result<()> {
-        release.image_id = match self.docker.inspect_image(&release.image).await {
-            Ok(image) => image.id.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        Ok(())
+        self.pin(release).await
     }
 
     async fn prepare(&self, _release: &Release) -> Result<()> {

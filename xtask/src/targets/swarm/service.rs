@@ -115,7 +115,8 @@ impl SwarmTarget {
             labels: Some(labels.clone()),
             task_template: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
-                    image: Some(release.image.clone()),
+                    // Pinned: a task swarm starts later runs the same image.
+                    image: Some(release.runnable_image().to_owned()),
                     labels: Some(labels),
                     env: Some(env),
                     stop_grace_period: Some(ns(self.drain_seconds + 10.0)),
