@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 mod draft;
+pub mod history;
 pub mod hooks;
 pub mod lock;
 pub mod records;
