@@ -7,7 +7,10 @@
 //! history and status, every container's `docker inspect` (environment and
 //! labels included), every process's argv while the deploy runs, and the
 //! image's config and layer history are searched for the markers. The app
-//! still gets them: it reaches PostgreSQL with the file's URL.
+//! still gets them: it reaches PostgreSQL with the file's URL. A secret
+//! passed with `--env` (the fourth marker, by name from the environment and
+//! by its token shape) is refused before anything is recorded, and its
+//! value is in no output, history or container.
 #[path = "../../app/tests/support/postgres.rs"]
 mod postgres;
 mod support;
@@ -26,6 +29,8 @@ use xtask::{backup::pg, targets::Target};
 
 const DB_MARKER: &str = "dbpw-marker-5c1e9a";
 const TOKEN_MARKER: &str = "token-marker-77d0b2";
+/// Shaped like a GitHub token, as a secret passed with `--env` would be.
+const ENV_MARKER: &str = "ghp_envmarker5d31c0a9e7b2f4680000000000000";
 
 /// Every process's argv that holds a marker, sampled until `stop`.
 fn watch_argv(
@@ -62,7 +67,12 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
     let (docker, state) = support::docker().await;
     let state = state.expect("this test needs the registry of `cargo xtask engine start`");
     let password = state.registry_credentials().unwrap().password;
-    let markers = vec![DB_MARKER.to_owned(), TOKEN_MARKER.to_owned(), password];
+    let markers = vec![
+        DB_MARKER.to_owned(),
+        TOKEN_MARKER.to_owned(),
+        ENV_MARKER.to_owned(),
+        password,
+    ];
     let check = |what: &str, text: &str| assert_clean(&markers, what, text);
     support::balancer_image(&docker).await;
     let v1 = support::built_image(&docker).await.tags[0].clone();
@@ -147,6 +157,55 @@ async fn no_secret_value_in_output_history_inspect_labels_argv_or_image_layers()
         check(&format!("{args:?}"), &String::from_utf8_lossy(&out.stdout));
         check(&format!("{args:?}"), &String::from_utf8_lossy(&out.stderr));
     }
+
+    // A secret passed with --env: by name (its value from the environment,
+    // so not in argv) and by the shape of its value under an innocent name.
+    // Both refused before anything is recorded, and never echoed.
+    let before = env.xtask(&["history", "--json"]).stdout;
+    for (var, value_from_env) in [("GITHUB_TOKEN", true), ("NOTE", false)] {
+        let arg = match value_from_env {
+            true => var.to_owned(),
+            false => format!("{var}={ENV_MARKER}"),
+        };
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "deploy",
+                "--image",
+                &v2,
+                "--json",
+                "--env",
+                &arg,
+                "-e",
+                env.arg(),
+            ])
+            .env(var, ENV_MARKER)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "--env {var} must be refused: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{var} looks like a secret")),
+            "{stderr}"
+        );
+        assert_clean(
+            &[ENV_MARKER.to_owned()],
+            "a refused --env's stdout",
+            &String::from_utf8_lossy(&out.stdout),
+        );
+        assert_clean(
+            &[ENV_MARKER.to_owned()],
+            "a refused --env's stderr",
+            &stderr,
+        );
+    }
+    assert_eq!(
+        env.xtask(&["history", "--json"]).stdout,
+        before,
+        "nothing recorded"
+    );
 
     // The app has them: it reaches the database through the file's URL.
     let client = env.target().await.public_client().unwrap();
