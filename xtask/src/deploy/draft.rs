@@ -64,23 +64,13 @@ pub fn draft_release(
     options: &Options,
 ) -> Result<Release> {
     let base = Release {
-        id: String::new(),
-        image: String::new(),
-        image_id: String::new(),
         env: env.file.app.env.clone(),
         secrets: env.file.app.secrets.clone(),
-        strategy: options.strategy.unwrap_or(env.file.deploy.strategy),
-        replicas: env.file.deploy.replicas,
-        started_at: release::now(),
-        finished_at: None,
-        by: release::deployer(),
-        outcome: release::Outcome::InProgress,
-        reason: None,
-        restores: None,
-        verified_at: None,
-        analysis: Vec::new(),
-        schema: None,
-        hooks: Vec::new(),
+        ..Release::new(
+            "",
+            options.strategy.unwrap_or(env.file.deploy.strategy),
+            env.file.deploy.replicas,
+        )
     };
     if base.strategy == Strategy::Canary && env.file.canary.is_none() {
         bail!(

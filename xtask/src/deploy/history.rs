@@ -1,11 +1,9 @@
 //! The history of an environment's releases, oldest first: each release's
 //! outcome moves through it (in progress, active, superseded, rolled back,
 //! failed), and it is trimmed to what a rollback may need.
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::release::{deployer, now, HookRun, Outcome, Release};
+use super::release::{HookRun, Outcome, Release};
 use crate::environment::Strategy;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,22 +51,7 @@ impl History {
     pub fn begin_preview(&self, image: &str) -> Release {
         Release {
             id: format!("r{}", self.next_seq + 1),
-            image: image.to_owned(),
-            image_id: String::new(),
-            env: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            strategy: Strategy::Rolling,
-            replicas: 1,
-            started_at: now(),
-            finished_at: None,
-            by: deployer(),
-            outcome: Outcome::InProgress,
-            reason: None,
-            restores: None,
-            verified_at: None,
-            analysis: Vec::new(),
-            schema: None,
-            hooks: Vec::new(),
+            ..Release::new(image, Strategy::Rolling, 1)
         }
     }
 
@@ -232,23 +215,9 @@ mod tests {
 
     fn release(image: &str) -> Release {
         Release {
-            id: String::new(),
-            image: image.into(),
             image_id: "sha256:x".into(),
-            env: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            strategy: Strategy::Rolling,
-            replicas: 1,
-            started_at: now(),
-            finished_at: None,
             by: "t".into(),
-            outcome: Outcome::InProgress,
-            reason: None,
-            restores: None,
-            verified_at: None,
-            analysis: Vec::new(),
-            schema: None,
-            hooks: Vec::new(),
+            ..Release::new(image, Strategy::Rolling, 1)
         }
     }
 

@@ -104,6 +104,30 @@ impl HookRun {
 }
 
 impl Release {
+    /// A release of `image` drafted now by whoever runs this, not yet
+    /// recorded: no id, nothing measured, nothing ran.
+    pub fn new(image: &str, strategy: Strategy, replicas: usize) -> Release {
+        Release {
+            id: String::new(),
+            image: image.to_owned(),
+            image_id: String::new(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            strategy,
+            replicas,
+            started_at: now(),
+            finished_at: None,
+            by: deployer(),
+            outcome: Outcome::InProgress,
+            reason: None,
+            restores: None,
+            verified_at: None,
+            analysis: Vec::new(),
+            schema: None,
+            hooks: Vec::new(),
+        }
+    }
+
     /// What an engine starts: the image id the release admitted (tags move
     /// with every build), its reference only before it has one.
     pub fn runnable_image(&self) -> &str {
