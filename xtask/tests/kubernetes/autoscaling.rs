@@ -80,15 +80,7 @@ async fn without_an_hpa_the_file_count_is_applied_every_time() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubernetes/no-hpa"),
     );
     env.file.deploy.replicas = 4;
-    let target = KubeTarget::from_kubeconfig_file(&env, &fake.kubeconfig, None)
-        .await
-        .unwrap();
-    let s = Setup {
-        fake,
-        env,
-        target,
-        _dir: dir,
-    };
+    let s = Setup::on(fake, env, dir).await;
     assert!(deploy(&s, "xtask-app:1.0.0", &[]).await.succeeded);
     // Someone scales it by hand: the overlay (and deploy.replicas) is the source of truth.
     s.fake.autoscale(&format!("{APPS}/deployments/app"), 7);

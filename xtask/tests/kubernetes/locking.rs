@@ -35,15 +35,7 @@ async fn a_lease_held_by_a_live_deployer_refuses_the_deploy() {
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_and_only_that_lease_is_deleted() {
     let s = setup(None).await;
-    let stale = LockInfo {
-        holder: "bob".into(),
-        host: "gone-host".into(),
-        pid: 1,
-        since: chrono::Utc::now().timestamp() - 2000,
-        ttl_seconds: 900,
-        command: "deploy".into(),
-        renewed: None,
-    };
+    let stale = super::stale_lock();
     s.fake.insert(LEASE, lease(&stale));
     let uid = s.fake.get(LEASE).unwrap()["metadata"]["uid"].clone();
     let report = deploy(&s, "xtask-app:1.0.0", &[]).await;

@@ -101,15 +101,35 @@ async fn setup(public_url: Option<&str>) -> Setup {
     let fake = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
     let env = environment(dir.path(), public_url, "staging");
-    // The kubeconfig's current context points elsewhere: target.context = "fake" must win.
-    let target = KubeTarget::from_kubeconfig_file(&env, &fake.kubeconfig, None)
-        .await
-        .unwrap();
-    Setup {
-        fake,
-        env,
-        target,
-        _dir: dir,
+    Setup::on(fake, env, dir).await
+}
+
+impl Setup {
+    /// The target of `env` against `fake`. The kubeconfig's current context
+    /// points elsewhere: target.context = "fake" must win.
+    async fn on(fake: FakeKube, env: Environment, dir: tempfile::TempDir) -> Setup {
+        let target = KubeTarget::from_kubeconfig_file(&env, &fake.kubeconfig, None)
+            .await
+            .unwrap();
+        Setup {
+            fake,
+            env,
+            target,
+            _dir: dir,
+        }
+    }
+}
+
+/// A lock whose holder's process and host are gone, long past its ttl.
+fn stale_lock() -> LockInfo {
+    LockInfo {
+        holder: "bob".into(),
+        host: "gone-host".into(),
+        pid: 1,
+        since: chrono::Utc::now().timestamp() - 2000,
+        ttl_seconds: 900,
+        command: "deploy".into(),
+        renewed: None,
     }
 }
 

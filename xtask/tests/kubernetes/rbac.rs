@@ -81,15 +81,7 @@ async fn the_deployer_role_grants_every_call_and_nothing_else() {
             .await
             .succeeded
     );
-    let stale = LockInfo {
-        holder: "bob".into(),
-        host: "gone-host".into(),
-        pid: 1,
-        since: chrono::Utc::now().timestamp() - 2000,
-        ttl_seconds: 900,
-        command: "deploy".into(),
-        renewed: None,
-    };
+    let stale = super::stale_lock();
     s.fake.insert(LEASE, lease(&stale));
     assert!(deploy(&s, "xtask-app:4.0.0", &[]).await.succeeded);
     let token = s.target.lock_create(&stale).await.unwrap().unwrap();
@@ -132,15 +124,7 @@ async fn a_role_without_a_needed_rule_fails_the_deploy_and_names_the_call() {
     let fake = FakeKube::start_with_role(&role).await;
     let dir = tempfile::tempdir().unwrap();
     let env = environment(dir.path(), None, "staging");
-    let target = KubeTarget::from_kubeconfig_file(&env, &fake.kubeconfig, None)
-        .await
-        .unwrap();
-    let s = Setup {
-        fake,
-        env,
-        target,
-        _dir: dir,
-    };
+    let s = Setup::on(fake, env, dir).await;
     assert!(deploy(&s, "xtask-app:1.0.0", &[]).await.succeeded);
     s.fake.script(Rollout::Stuck);
     let report = deploy(&s, "xtask-app:2.0.0", &[]).await;
