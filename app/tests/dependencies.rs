@@ -90,7 +90,11 @@ async fn never_ready_while_the_required_database_is_unreachable() {
 #[tokio::test]
 async fn readiness_probes_share_one_database_connection() {
     let mut postgres = Postgres::start();
-    let app = App::start(&[("DATABASE_URL", &postgres.url())]);
+    let mut app = App::start(&[("DATABASE_URL", &postgres.url())]);
+    // The storm below logs a line per request: the app's stdout is read, or
+    // it would block on a full pipe.
+    let mut logs = app.child.stdout.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut logs, &mut std::io::sink()));
     support::wait_until(&app.url("/ready"), 200).await;
     let backends = |url: String| async move {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -118,6 +122,35 @@ async fn readiness_probes_share_one_database_connection() {
         seen.iter().all(|pids| pids.len() == 1 && *pids == seen[0]),
         "one kept connection, the same one each time: {seen:?}"
     );
+
+    // A storm: 300 /ready at once, each on its own connection to the app.
+    // They queue for the one kept connection instead of opening 300.
+    let storm: Vec<_> = (0..300)
+        .map(|_| {
+            let url = app.url("/ready");
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .ok()
+            })
+        })
+        .collect();
+    let during = backends(postgres.url()).await;
+    let mut answers = std::collections::BTreeMap::new();
+    for request in storm {
+        *answers.entry(request.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        answers,
+        std::collections::BTreeMap::from([(Some(200), 300)]),
+        "every /ready of the storm answered 200"
+    );
+    assert_eq!(during, seen[0], "still the one connection during the storm");
+    assert_eq!(backends(postgres.url()).await, seen[0], "and after it");
 
     postgres.restart();
     support::wait_until(&app.url("/ready"), 200).await;
