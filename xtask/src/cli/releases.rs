@@ -227,7 +227,12 @@ async fn dry_run(
         "strategy".into(),
         format!(
             "{:?} x{} (surge {})",
-            planned.strategy, planned.replicas, env.file.deploy.surge
+            planned.strategy,
+            // What the target would run: an autoscaler's count on Kubernetes.
+            plan["target"]["replicas"]
+                .as_u64()
+                .unwrap_or(planned.replicas as u64),
+            env.file.deploy.surge
         ),
     ]);
     let h = &env.file.health;
