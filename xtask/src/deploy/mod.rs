@@ -271,7 +271,7 @@ async fn verify(target: &impl Target, env: &Environment, step: &Step) -> Result<
         return Ok(());
     }
     let client = target.public_client().map_err(Failure::from_error)?;
-    // The first failure on any host ends the window for all.
+    // The first host whose window fails ends the window for all.
     futures_util::future::try_join_all(
         urls.iter()
             .map(|url| crate::gate::verify_public(&client, url, &env.file.health, step)),

@@ -182,3 +182,47 @@ fn a_verification_round_probes_the_health_path_then_each_real_route() {
         ]
     );
 }
+
+/// A public URL whose first `bad` answers are 503, then 200.
+async fn flaky_public(bad: u32) -> String {
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
+    let seen = Arc::new(AtomicU32::new(0));
+    let app = axum::Router::new().fallback(move || {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match n < bad {
+                true => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                false => axum::http::StatusCode::OK,
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// One failed round is forgiven (a probe lost on a loaded runner);
+/// `failure_threshold` in a row fail the window, and it never ends on one.
+#[tokio::test]
+async fn verification_fails_on_failed_rounds_in_a_row_only() {
+    let client = reqwest::Client::new();
+    let step = crate::progress::Step::start("verify", true);
+    let config = health(); // failure_threshold 2, verify_seconds 0
+    let url = flaky_public(1).await;
+    assert_eq!(
+        super::verify_public(&client, &url, &config, &step).await,
+        Ok(2)
+    );
+    let url = flaky_public(u32::MAX).await;
+    let failed = super::verify_public(&client, &url, &config, &step).await;
+    assert_eq!(
+        failed,
+        Err(format!(
+            "public {url}/ready answered HTTP 503 (2 rounds in a row) during verification"
+        ))
+    );
+}

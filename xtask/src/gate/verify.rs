@@ -1,5 +1,5 @@
 //! The verification window: after traffic moved, the public URL is watched
-//! before the old release goes, and the first failure ends it. Each round
+//! before the old release goes. Each round
 //! probes the health path and every `health.verify_paths` route: a release
 //! whose health answers while its API fails must not stay.
 use std::time::Instant;
@@ -15,7 +15,10 @@ pub fn round_urls(public_url: &str, config: &HealthConfig) -> Vec<String> {
         .collect()
 }
 
-/// Watches the public URL for the verification window; the first failure ends it.
+/// Watches the public URL for the verification window. `failure_threshold`
+/// failed rounds in a row fail it, as they fail the gate: one probe that
+/// timed out on a loaded runner is not the release's fault, a release that
+/// answers 500 fails every round. The window does not end on a failing round.
 pub async fn verify_public(
     client: &reqwest::Client,
     public_url: &str,
@@ -24,6 +27,7 @@ pub async fn verify_public(
 ) -> Result<u32, String> {
     let urls = round_urls(public_url, config);
     let until = Instant::now() + config.verify();
+    let mut streak = super::watch::Watch::public_only(config.failure_threshold);
     let mut rounds = 0;
     loop {
         let results = futures_util::future::join_all(
@@ -31,19 +35,20 @@ pub async fn verify_public(
         )
         .await;
         rounds += 1;
-        if let Some(failed) = results.iter().find(|r| !r.ok()) {
-            return Err(format!(
-                "public {} answered {} during verification",
+        if let Some(reason) = streak.take(&results, &[]) {
+            return Err(format!("{reason} during verification"));
+        }
+        match results.iter().find(|r| !r.ok()) {
+            Some(failed) => step.line(&format!(
+                "public {} answered {}: watching on",
                 failed.url,
                 failed.describe()
-            ));
-        }
-        step.line(&format!(
-            "public {public_url}: {rounds} rounds ok ({} paths each)",
-            urls.len()
-        ));
-        if Instant::now() >= until {
-            return Ok(rounds);
+            )),
+            None if Instant::now() >= until => return Ok(rounds),
+            None => step.line(&format!(
+                "public {public_url}: {rounds} rounds ok ({} paths each)",
+                urls.len()
+            )),
         }
         tokio::time::sleep(config.interval()).await;
     }

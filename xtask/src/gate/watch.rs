@@ -40,6 +40,12 @@ impl Watch {
         }
     }
 
+    /// Failed rounds of public probes only, with no instance to follow: the
+    /// verification window's rule.
+    pub fn public_only(failure_threshold: u32) -> Watch {
+        Watch::new("", &[], failure_threshold)
+    }
+
     /// How many instances the watch follows.
     pub fn following(&self) -> usize {
         self.baseline.len()

@@ -45,7 +45,8 @@ async fn a_release_failing_its_real_routes_is_rolled_back_when_verify_paths_name
         );
         let reason = out["release"]["reason"].as_str().unwrap_or_default();
         assert!(
-            reason.contains("/version answered HTTP 500 during verification"),
+            reason.contains("/version answered HTTP 500")
+                && reason.contains("rounds in a row) during verification"),
             "{strategy}: {out}"
         );
         assert_eq!(outcome_of(&env.xtask_json(&["history"]).1, id).0, "failed");
