@@ -35,7 +35,9 @@ impl DockerTarget {
         hook: &HookConfig,
     ) -> Result<HookRun> {
         let resolved = crate::deploy::resolve_secrets(release)?;
+        let resolved = self.secret_files(release.runnable_image(), resolved).await;
         let secrets: Vec<String> = resolved
+            .values
             .values()
             .filter(|v| !v.is_empty())
             .cloned()
@@ -51,7 +53,7 @@ impl DockerTarget {
         let body = ContainerCreateBody {
             image: Some(release.runnable_image().to_owned()),
             cmd: Some(hook.command.clone()),
-            env: Some(super::secrets::variables(&release.env, &resolved)),
+            env: Some(super::secrets::variables(&release.env, &resolved.values)),
             labels: Some(HashMap::from([
                 (labels::SCOPE.to_owned(), self.scope.clone()),
                 (labels::ROLE.to_owned(), ROLE.to_owned()),
@@ -69,10 +71,7 @@ impl DockerTarget {
             .create_container(Some(options), body)
             .await
             .with_context(|| format!("creating the {} container {name}", kind.as_str()))?;
-        if let Err(e) = self
-            .put_secrets(&created.id, release.runnable_image(), &resolved)
-            .await
-        {
+        if let Err(e) = self.put_secrets(&created.id, &resolved).await {
             let _ = remove_forced(&self.docker, &created.id).await;
             return Err(e.context(format!("writing the secrets of {name}")));
         }

@@ -100,7 +100,7 @@ impl DockerTarget {
         &self,
         release: &Release,
         env: &BTreeMap<String, String>,
-        secrets: &BTreeMap<String, String>,
+        secrets: &super::secrets::SecretFiles,
     ) -> Result<Instance> {
         let name = format!("{}-{}-{}", self.scope, release.id, random_suffix());
         // A release may set PORT; a value that is not a port makes the app exit
@@ -110,7 +110,7 @@ impl DockerTarget {
         let listens = port.parse::<u16>().unwrap_or(self.app_port);
         let mut plain = env.clone();
         plain.remove("PORT");
-        let mut vars = super::secrets::variables(&plain, secrets);
+        let mut vars = super::secrets::variables(&plain, &secrets.values);
         vars.push(format!("PORT={port}"));
         vars.push(format!("DRAIN_SECONDS={}", self.drain_seconds));
         let labels = HashMap::from([
@@ -147,7 +147,7 @@ impl DockerTarget {
         let created =
             created.with_context(|| format!("creating instance {name} of {}", release.image))?;
         let started = async {
-            self.put_secrets(&created.id, release.runnable_image(), secrets)
+            self.put_secrets(&created.id, secrets)
                 .await
                 .with_context(|| format!("writing the secrets of instance {name}"))?;
             self.docker

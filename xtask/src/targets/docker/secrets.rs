@@ -46,41 +46,61 @@ pub fn owner_and_mode(user: Option<&str>) -> (u64, u32) {
     }
 }
 
+/// A release's resolved secrets and who owns their files in its image:
+/// learned once per start (one image inspect), written into each container.
+pub struct SecretFiles {
+    pub values: BTreeMap<String, String>,
+    owner: u64,
+    mode: u32,
+}
+
 impl DockerTarget {
-    /// Writes `secrets` into the created, not yet started container `id`
-    /// of `image`.
-    pub(super) async fn put_secrets(
+    /// `secrets` as files for containers of `image`. No secrets, no inspect.
+    pub(super) async fn secret_files(
         &self,
-        id: &str,
         image: &str,
-        secrets: &BTreeMap<String, String>,
-    ) -> Result<()> {
-        if secrets.is_empty() {
+        secrets: BTreeMap<String, String>,
+    ) -> SecretFiles {
+        let user = match secrets.is_empty() {
+            true => None,
+            false => self
+                .docker
+                .inspect_image(image)
+                .await
+                .ok()
+                .and_then(|i| i.config)
+                .and_then(|c| c.user),
+        };
+        let (owner, mode) = owner_and_mode(user.as_deref());
+        SecretFiles {
+            values: secrets,
+            owner,
+            mode,
+        }
+    }
+
+    /// Writes the secret files into the created, not yet started container `id`.
+    pub(super) async fn put_secrets(&self, id: &str, files: &SecretFiles) -> Result<()> {
+        if files.values.is_empty() {
             return Ok(());
         }
-        let user = self
-            .docker
-            .inspect_image(image)
-            .await
-            .ok()
-            .and_then(|i| i.config)
-            .and_then(|c| c.user);
-        let (owner, mode) = owner_and_mode(user.as_deref());
-        let paths: Vec<String> = secrets
+        let paths: Vec<String> = files
+            .values
             .keys()
             .map(|name| format!("{}/{name}", DIR.trim_start_matches('/')))
             .collect();
-        let files: Vec<Upload> = secrets
+        let uploads: Vec<Upload> = files
+            .values
             .values()
             .zip(&paths)
             .map(|(value, path)| Upload {
                 path,
                 contents: value.as_bytes(),
-                mode,
-                owner,
+                mode: files.mode,
+                owner: files.owner,
             })
             .collect();
-        upload(&self.docker, id, "/", &files).await
+        upload(&self.docker, id, "/", &uploads).await
     }
 }
 

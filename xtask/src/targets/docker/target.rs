@@ -64,6 +64,7 @@ impl Target for DockerTarget {
             .filter(|(_, s)| matches!(s, InstanceState::Running { restarts: 0 }))
             .count();
         let secrets = crate::deploy::resolve_secrets(release)?;
+        let secrets = self.secret_files(release.runnable_image(), secrets).await;
         let started =
             join_all((alive..count).map(|_| self.start_instance(release, &release.env, &secrets)))
                 .await;
