@@ -59,9 +59,8 @@ pub async fn watch_command(args: WatchArgs) -> Result<ExitCode> {
     let step = Step::start(&format!("watching {}", active.id), args.json);
     let watched = watch(&target, &env, &active.id, args.seconds, &step).await?;
     step.finish(match &watched.verdict {
-        Verdict::Held => "held",
         Verdict::Failed(_) => "FAILED",
-        Verdict::Ended(_) => "ended",
+        other => other.name(),
     });
     let summary = json!({
         "environment": env.name,

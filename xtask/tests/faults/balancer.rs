@@ -50,19 +50,7 @@ async fn kill_balancer(env: &TestEnv, how: Death) {
             )
             .await
             .unwrap(),
-        Death::Crash => {
-            let inspect = target
-                .docker()
-                .inspect_container(&name, None)
-                .await
-                .unwrap();
-            let pid = inspect.state.unwrap().pid.unwrap();
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .unwrap();
-        }
+        Death::Crash => crate::crash(target.docker(), &name).await,
     }
 }
 

@@ -51,6 +51,18 @@ pub async fn load_against(env: &TestEnv) -> Load {
     env.load(env.target().await.public_client().unwrap()).await
 }
 
+/// SIGKILLs the main process of `container` from the host, as a crash or
+/// the OOM killer would: the engine sees it die and applies its restart policy.
+pub async fn crash(docker: &bollard::Docker, container: &str) {
+    let inspect = docker.inspect_container(container, None).await.unwrap();
+    let pid = inspect.state.unwrap().pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 /// A figure for docs/RELIABILITY.md, printed in one greppable form.
 pub fn figure(test: &str, name: &str, value: impl std::fmt::Display) {
     eprintln!("FIGURE {test}: {name} = {value}");

@@ -55,17 +55,8 @@ async fn a_release_that_crashes_after_verification_is_rolled_back_by_watch() {
         .into_iter()
         .find(|i| i.release == "r2")
         .expect("an instance of r2");
-    let inspect = target
-        .docker()
-        .inspect_container(&victim.name, None)
-        .await
-        .unwrap();
     let killed = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(inspect.state.unwrap().pid.unwrap() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    crate::crash(target.docker(), &victim.name).await;
     let out = tokio::task::block_in_place(|| watching.wait_with_output()).unwrap();
     let took = killed.elapsed();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
