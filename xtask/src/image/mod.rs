@@ -239,9 +239,35 @@ pub fn split_reference(reference: &str) -> (&str, &str) {
     }
 }
 
+/// `(name, hex)` of a reference pinned to a digest (`repo@sha256:<64 hex>`,
+/// `repo:tag@sha256:…`): what a registry serves unchanged whatever its tags
+/// do since. None for a tag, or for anything that only looks like a digest.
+pub fn pinned_digest(reference: &str) -> Option<(&str, &str)> {
+    let (name, hex) = reference.split_once("@sha256:")?;
+    let is_hex = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    (!name.is_empty() && is_hex).then_some((name, hex))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_reference_names_a_whole_digest() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            pinned_digest(&format!("reg:5000/app:v1@sha256:{hex}")),
+            Some(("reg:5000/app:v1", hex.as_str()))
+        );
+        for unpinned in [
+            "app:v1",
+            "sha256:abc",
+            "app@sha256:abc",
+            &format!("@sha256:{hex}"),
+        ] {
+            assert_eq!(pinned_digest(unpinned), None, "{unpinned}");
+        }
+    }
 
     #[test]
     fn references_split_at_the_tag_not_the_registry_port() {

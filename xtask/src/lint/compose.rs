@@ -72,7 +72,7 @@ pub fn check(file: &Path) -> Result<()> {
 
 /// Why an image reference is not pinned to a version, if it is not.
 pub fn unpinned(image: &str) -> Option<&'static str> {
-    if image.contains("@sha256:") {
+    if crate::image::pinned_digest(image).is_some() {
         return None;
     }
     // The tag follows the last `:` after the last `/` (a registry may have a port).

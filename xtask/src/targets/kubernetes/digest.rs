@@ -16,9 +16,8 @@ use super::{manifests::RELEASE_LABEL, KubeTarget};
 /// and may be the image's config id, which no registry serves.
 pub fn digest_reference(image_id: &str) -> Option<String> {
     let reference = image_id.split_once("://").map_or(image_id, |(_, r)| r);
-    let (repo, hex) = reference.split_once("@sha256:")?;
-    let is_hex = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    (!repo.is_empty() && is_hex).then(|| format!("{repo}@sha256:{}", hex.to_ascii_lowercase()))
+    let (repo, hex) = crate::image::pinned_digest(reference)?;
+    Some(format!("{repo}@sha256:{}", hex.to_ascii_lowercase()))
 }
 
 /// The one digest reference all `pods` run in their first container (the

@@ -25,7 +25,7 @@ pub fn pinned(image: &str, digest: &str) -> String {
 
 /// Whether `reference` already names a digest: nothing moves under it.
 pub fn is_pinned(reference: &str) -> bool {
-    reference.contains("@sha256:")
+    crate::image::pinned_digest(reference).is_some()
 }
 
 /// The digest the local image has in `image`'s repository, from the engine's
