@@ -193,11 +193,7 @@ async fn watch(
     let stop = deploy::interrupted();
     tokio::pin!(stop);
     let verdict = loop {
-        let probes = futures_util::future::join_all(
-            urls.iter()
-                .map(|u| gate::probe(&client, u, health.timeout())),
-        )
-        .await;
+        let probes = gate::probe_round(&client, &urls, health.timeout()).await;
         rounds += 1;
         if let Some(reason) = tally.take(&probes, &target.instances().await?) {
             break Verdict::Failed(reason);

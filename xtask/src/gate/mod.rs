@@ -17,7 +17,7 @@ use std::{
 use serde::Serialize;
 
 pub use probe::{probe, ProbeResult};
-pub use verify::{round_urls, verify_public};
+pub use verify::{probe_round, round_urls, verify_public};
 
 use crate::{
     deploy::release::Release,

@@ -15,6 +15,15 @@ pub fn round_urls(public_url: &str, config: &HealthConfig) -> Vec<String> {
         .collect()
 }
 
+/// One round: every URL probed at once.
+pub async fn probe_round(
+    client: &reqwest::Client,
+    urls: &[String],
+    timeout: std::time::Duration,
+) -> Vec<super::ProbeResult> {
+    futures_util::future::join_all(urls.iter().map(|url| probe(client, url, timeout))).await
+}
+
 /// Watches the public URL for the verification window. `failure_threshold`
 /// failed rounds in a row fail it, as they fail the gate: one probe that
 /// timed out on a loaded runner is not the release's fault, a release that
@@ -30,10 +39,7 @@ pub async fn verify_public(
     let mut streak = super::watch::Watch::public_only(config.failure_threshold);
     let mut rounds = 0;
     loop {
-        let results = futures_util::future::join_all(
-            urls.iter().map(|url| probe(client, url, config.timeout())),
-        )
-        .await;
+        let results = probe_round(client, &urls, config.timeout()).await;
         rounds += 1;
         if let Some(reason) = streak.take(&results, &[]) {
             return Err(format!("{reason} during verification"));
